@@ -1,0 +1,87 @@
+//! `BatchKey`: what decides which messages may travel in one upstream request.
+//!
+//! A key is the connection id plus the credential headers a producer sent
+//! (SPEC §3). Two producers with different tokens never share a batch, and the
+//! key's `Debug` shows which headers are present, never their values.
+
+use std::fmt;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The headers forwarded upstream and made part of the batch key.
+pub const CREDENTIAL_HEADERS: [HeaderName; 4] = [
+    axum::http::header::AUTHORIZATION,
+    HeaderName::from_static("x-gw-ims-org-id"),
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x-sandbox-name"),
+];
+
+/// Connection id + credential headers.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BatchKey {
+    connection_id: String,
+    credentials: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl BatchKey {
+    /// Takes the credential headers (every value, in order) from a producer's request.
+    pub fn new(connection_id: &str, headers: &HeaderMap) -> BatchKey {
+        let credentials = CREDENTIAL_HEADERS
+            .iter()
+            .flat_map(|name| {
+                headers
+                    .get_all(name)
+                    .iter()
+                    .map(move |v| (name.clone(), v.clone()))
+            })
+            .collect();
+        BatchKey {
+            connection_id: connection_id.to_owned(),
+            credentials,
+        }
+    }
+
+    pub fn connection_id(&self) -> &str {
+        &self.connection_id
+    }
+
+    /// The headers to put on this key's upstream requests.
+    pub fn credentials(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.credentials
+    }
+}
+
+impl fmt::Debug for BatchKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.credentials.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("BatchKey")
+            .field("connection_id", &self.connection_id)
+            .field("credentials", &names)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_separate_keys_and_never_show() {
+        let mut a = HeaderMap::new();
+        a.insert("authorization", HeaderValue::from_static("Bearer secret-a"));
+        a.insert("content-type", HeaderValue::from_static("application/json"));
+        let mut b = a.clone();
+        b.insert("authorization", HeaderValue::from_static("Bearer secret-b"));
+        let (ka, kb) = (BatchKey::new("c1", &a), BatchKey::new("c1", &b));
+        assert_ne!(ka, kb);
+        assert_ne!(ka, BatchKey::new("c2", &a));
+        assert_eq!(
+            ka.credentials().len(),
+            1,
+            "only credential headers are kept"
+        );
+        let shown = format!("{ka:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("authorization"), "{shown}");
+    }
+}

@@ -1,0 +1,107 @@
+//! The errors producers can get from inletd itself, and their one mapping to
+//! HTTP: `{"statusCode":N,"message":"…"}` (plus `Retry-After` where it helps).
+//! Messages never carry tokens, bodies or internals.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Why a producer's request was refused or not answered with a result.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("{0}")]
+    BadShape(&'static str),
+    #[error(
+        "a message of {len} bytes cannot fit in one upstream request (max_batch_bytes is {max})"
+    )]
+    TooLarge { len: usize, max: usize },
+    #[error("the request body is larger than {max} bytes")]
+    BodyTooLarge { max: usize },
+    #[error("inletd's buffer is full (max_buffered_bytes); retry after a moment")]
+    BufferFull,
+    #[error("inletd is shutting down; retry against another instance or after restart")]
+    Draining,
+    #[error("no result within request_timeout; the message may still be delivered")]
+    Timeout,
+    #[error("the message was not delivered: {message}")]
+    Upstream { status: u16, message: String },
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NotJson(_) | Error::BadShape(_) => StatusCode::BAD_REQUEST,
+            Error::TooLarge { .. } | Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BufferFull => StatusCode::TOO_MANY_REQUESTS,
+            Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::Upstream { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+        }
+    }
+
+    /// Seconds a client should wait before trying again, where that is known.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Error::BufferFull => Some(1),
+            Error::Draining => Some(5),
+            _ => None,
+        }
+    }
+
+    /// The JSON error body: upstream messages are passed on as they came.
+    pub fn body(&self) -> serde_json::Value {
+        let message = match self {
+            Error::Upstream { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        json!({ "statusCode": self.status().as_u16(), "message": message })
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_a_status_and_json_body() {
+        let cases = [
+            (Error::NotJson("x".into()), 400),
+            (Error::TooLarge { len: 2, max: 1 }, 413),
+            (Error::BufferFull, 429),
+            (Error::Draining, 503),
+            (Error::Timeout, 504),
+            (
+                Error::Upstream {
+                    status: 401,
+                    message: "expired".into(),
+                },
+                401,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.status().as_u16(), code);
+            assert_eq!(err.body()["statusCode"], code);
+        }
+        assert!(Error::Timeout
+            .to_string()
+            .contains("may still be delivered"));
+        let r = Error::BufferFull.into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+}

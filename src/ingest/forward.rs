@@ -1,0 +1,90 @@
+//! Requests the batch endpoint cannot carry — `syncValidation=true` and raw
+//! data (`x-adobe-flow-id`) — go one-to-one to the upstream's single endpoint.
+//! They still count in the metrics and still wait inside the memory bound.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::{Ingest, MAX_REQUEST_BYTES};
+use crate::error::Error;
+use crate::upstream::forward::end_to_end;
+use crate::upstream::Exchange;
+
+const FLOW_ID: &str = "x-adobe-flow-id";
+
+/// Whether this single-endpoint request must bypass batching.
+pub fn goes_one_to_one(query: Option<&str>, headers: &HeaderMap) -> bool {
+    if headers.contains_key(FLOW_ID) {
+        return true;
+    }
+    query.unwrap_or_default().split('&').any(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        name.eq_ignore_ascii_case(FLOW_ID)
+            || (name.eq_ignore_ascii_case("syncValidation") && value.eq_ignore_ascii_case("true"))
+    })
+}
+
+/// Forwards the request as it came and returns the upstream's answer as it came.
+pub async fn forward(ingest: &Ingest, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
+    let body = match ingest.read_body(body, MAX_REQUEST_BYTES).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let mut admitted = match ingest.admit(vec![body.clone()]) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let Some(admitted) = admitted.pop() else {
+        return Error::BadShape("empty request").into_response();
+    };
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let exchange = ingest
+        .upstream
+        .forward(path, headers, body, ingest.request_timeout)
+        .await;
+    let response = match exchange {
+        Exchange::Answered {
+            status,
+            headers,
+            body,
+            ..
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut response = (status, body).into_response();
+            response.headers_mut().extend(end_to_end(&headers));
+            response
+        }
+        Exchange::Failed { timeout: true, .. } => Error::Timeout.into_response(),
+        Exchange::Failed { reason, .. } => Error::Upstream {
+            status: 502,
+            message: format!("upstream unreachable: {reason}"),
+        }
+        .into_response(),
+    };
+    admitted.message.reply.complete(response.status().as_u16());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderName, HeaderValue};
+
+    #[test]
+    fn decides_which_requests_go_one_to_one() {
+        let none = HeaderMap::new();
+        assert!(goes_one_to_one(Some("syncValidation=true"), &none));
+        assert!(goes_one_to_one(Some("a=1&syncValidation=True"), &none));
+        assert!(!goes_one_to_one(Some("syncValidation=False"), &none));
+        assert!(!goes_one_to_one(Some("syncValidation=false"), &none));
+        assert!(goes_one_to_one(Some("x-adobe-flow-id=abc"), &none));
+        assert!(!goes_one_to_one(None, &none));
+        let mut flow = HeaderMap::new();
+        flow.insert(
+            HeaderName::from_static(FLOW_ID),
+            HeaderValue::from_static("f"),
+        );
+        assert!(goes_one_to_one(None, &flow));
+    }
+}

@@ -1,0 +1,139 @@
+//! Turning outcomes into the answers AEP itself would give: the single
+//! endpoint's `200` shape, and a `207` with one entry per message.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::reply::Outcome;
+
+/// A delivered message's upstream facts.
+pub struct Delivered {
+    xaction_id: String,
+    inlet_id: Option<String>,
+    batch_id: Option<String>,
+    received_time_ms: Option<serde_json::Number>,
+}
+
+/// Waits for a message's outcome until `deadline` (then 504: it may still arrive).
+pub async fn wait(rx: oneshot::Receiver<Outcome>, deadline: Instant) -> Result<Delivered, Error> {
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(Outcome::Delivered {
+            xaction_id,
+            inlet_id,
+            batch_id,
+            received_time_ms,
+        })) => Ok(Delivered {
+            xaction_id,
+            inlet_id,
+            batch_id,
+            received_time_ms,
+        }),
+        Ok(Ok(Outcome::Failed { status, message })) => Err(Error::Upstream { status, message }),
+        // The reply handle always answers before it goes; this is only a safety net.
+        Ok(Err(_)) => Err(Error::Upstream {
+            status: 503,
+            message: "inletd lost track of the message".into(),
+        }),
+        Err(_) => Err(Error::Timeout),
+    }
+}
+
+fn now_ms() -> serde_json::Number {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    serde_json::Number::from(ms)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SingleAnswer<'a> {
+    inlet_id: &'a str,
+    xaction_id: &'a str,
+    received_time_ms: serde_json::Number,
+    sync_validation: SyncValidation,
+}
+
+#[derive(Serialize)]
+struct SyncValidation {
+    skipped: bool,
+}
+
+/// The single endpoint's answer: `200` as AEP gives it, or the error.
+pub fn single(connection_id: &str, result: Result<Delivered, Error>) -> Response {
+    match result {
+        Ok(d) => {
+            let answer = SingleAnswer {
+                inlet_id: d.inlet_id.as_deref().unwrap_or(connection_id),
+                xaction_id: &d.xaction_id,
+                received_time_ms: d.received_time_ms.unwrap_or_else(now_ms),
+                sync_validation: SyncValidation { skipped: true },
+            };
+            (StatusCode::OK, axum::Json(answer)).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchAnswer {
+    inlet_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_id: Option<String>,
+    received_time_ms: serde_json::Number,
+    responses: Vec<serde_json::Value>,
+}
+
+/// The batch endpoint's answer: `207` with one entry per message in the
+/// caller's order. When every message met the same 401 or 403, that status is
+/// answered whole, as AEP does for a bad token.
+pub fn batch(connection_id: &str, results: Vec<Result<Delivered, Error>>) -> Response {
+    let whole = match results.first() {
+        Some(Err(
+            e @ Error::Upstream {
+                status: 401 | 403, ..
+            },
+        )) => {
+            let status = e.status();
+            results
+                .iter()
+                .all(|r| matches!(r, Err(e) if e.status() == status))
+        }
+        _ => false,
+    };
+    if whole {
+        if let Some(Err(e)) = results.into_iter().next() {
+            return e.into_response();
+        }
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let first = results.iter().find_map(|r| r.as_ref().ok());
+    let inlet_id = first
+        .and_then(|d| d.inlet_id.clone())
+        .unwrap_or_else(|| connection_id.to_owned());
+    let batch_id = first.and_then(|d| d.batch_id.clone());
+    let received_time_ms = first
+        .and_then(|d| d.received_time_ms.clone())
+        .unwrap_or_else(now_ms);
+    let responses = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(d) => serde_json::json!({ "xactionId": d.xaction_id }),
+            Err(e) => e.body(),
+        })
+        .collect();
+    let answer = BatchAnswer {
+        inlet_id,
+        batch_id,
+        received_time_ms,
+        responses,
+    };
+    (StatusCode::MULTI_STATUS, axum::Json(answer)).into_response()
+}

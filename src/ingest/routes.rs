@@ -1,0 +1,120 @@
+//! The producer request handlers.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::{forward, parse, respond, Ingest, MAX_REQUEST_BYTES};
+use crate::batcher::BatchKey;
+use crate::error::Error;
+
+/// `POST /collection/{id}`: one message, answered with its own result.
+pub async fn single(
+    State(ingest): State<Ingest>,
+    Path(connection_id): Path<String>,
+    RawQuery(query): RawQuery,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(e) = ingest.check_open() {
+        return e.into_response();
+    }
+    if forward::goes_one_to_one(query.as_deref(), &headers) {
+        return forward::forward(&ingest, &uri, &headers, body).await;
+    }
+    let result = async {
+        let max = ingest.limits.max_bytes;
+        let body = ingest.read_body(body, max).await?;
+        let message = parse::single(&body)?;
+        if !ingest.limits.fits_alone(message.len()) {
+            return Err(Error::TooLarge {
+                len: message.len(),
+                max,
+            });
+        }
+        let mut admitted = ingest.admit(vec![message])?;
+        let Some(one) = admitted.pop() else {
+            return Err(Error::BadShape("no message"));
+        };
+        let key = BatchKey::new(&connection_id, &headers);
+        ingest
+            .batcher
+            .submit(key, vec![one.message])
+            .map_err(|_| Error::Draining)?;
+        let deadline = tokio::time::Instant::now() + ingest.request_timeout;
+        Ok::<_, Error>(respond::wait(one.outcome, deadline).await)
+    }
+    .await;
+    match result {
+        Ok(outcome) => respond::single(&connection_id, outcome),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /collection/batch/{id}`: a client that batches already. Its messages
+/// join inletd's batches; it gets one entry per message, in its own order.
+pub async fn batch(
+    State(ingest): State<Ingest>,
+    Path(connection_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(e) = ingest.check_open() {
+        return e.into_response();
+    }
+    let result = async {
+        let body = ingest.read_body(body, MAX_REQUEST_BYTES).await?;
+        let checked = parse::batch(&body)?;
+        let max = ingest.limits.max_bytes;
+        let checked: Vec<_> = checked
+            .into_iter()
+            .map(|m| match m {
+                Ok(m) if !ingest.limits.fits_alone(m.len()) => {
+                    Err(Error::TooLarge { len: m.len(), max })
+                }
+                other => other,
+            })
+            .collect();
+        let good = checked
+            .iter()
+            .filter_map(|m| m.as_ref().ok().cloned())
+            .collect();
+        let admitted = ingest.admit(good)?;
+        let (messages, mut waits): (Vec<_>, Vec<_>) =
+            admitted.into_iter().map(|a| (a.message, a.outcome)).unzip();
+        let key = BatchKey::new(&connection_id, &headers);
+        ingest
+            .batcher
+            .submit(key, messages)
+            .map_err(|_| Error::Draining)?;
+        let deadline = tokio::time::Instant::now() + ingest.request_timeout;
+        let mut results = Vec::with_capacity(checked.len());
+        let mut waits = waits.drain(..);
+        for check in checked {
+            results.push(match check {
+                Ok(_) => match waits.next() {
+                    Some(rx) => respond::wait(rx, deadline).await,
+                    None => Err(Error::Draining),
+                },
+                Err(e) => Err(e),
+            });
+        }
+        Ok::<_, Error>(results)
+    }
+    .await;
+    match result {
+        Ok(results) => respond::batch(&connection_id, results),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Anything else: a JSON 404 naming the routes that exist.
+pub async fn not_found(uri: Uri) -> Response {
+    let body = serde_json::json!({
+        "statusCode": 404,
+        "message": format!("no route for {}: inletd serves POST /collection/{{CONNECTION_ID}} and POST /collection/batch/{{CONNECTION_ID}}", uri.path()),
+    });
+    (axum::http::StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}

@@ -1,0 +1,331 @@
+//! Every `inletd_*` metric: names, descriptions, histogram buckets and the
+//! closed sets their labels come from.
+//!
+//! Each [`crate::App`] owns its own Prometheus recorder (no global state), so
+//! several instances in one test process keep separate counts. Hot-path
+//! handles are registered once; labels never carry tokens, bodies or
+//! connection ids.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+pub const MESSAGES_RECEIVED: &str = "inletd_messages_received_total";
+pub const MESSAGE_RESULTS: &str = "inletd_message_results_total";
+pub const BATCHES_SENT: &str = "inletd_batches_sent_total";
+pub const BATCH_MESSAGES: &str = "inletd_batch_messages";
+pub const BATCH_BYTES: &str = "inletd_batch_bytes";
+pub const UPSTREAM_REQUESTS: &str = "inletd_upstream_requests_total";
+pub const UPSTREAM_DURATION: &str = "inletd_upstream_request_duration_seconds";
+pub const UPSTREAM_RETRIES: &str = "inletd_upstream_retries_total";
+pub const BUFFERED_MESSAGES: &str = "inletd_buffered_messages";
+pub const BUFFERED_BYTES: &str = "inletd_buffered_bytes";
+pub const MAX_BUFFERED_BYTES: &str = "inletd_max_buffered_bytes";
+pub const IN_FLIGHT: &str = "inletd_in_flight_requests";
+pub const MESSAGE_WAIT: &str = "inletd_message_wait_seconds";
+pub const SHED: &str = "inletd_shed_total";
+
+/// Why a batch left its buffer (`reason` label of `inletd_batches_sent_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushReason {
+    Count,
+    Bytes,
+    Linger,
+    Shutdown,
+}
+
+impl FlushReason {
+    pub const ALL: [FlushReason; 4] = [Self::Count, Self::Bytes, Self::Linger, Self::Shutdown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::Bytes => "bytes",
+            Self::Linger => "linger",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Status labels: the HTTP codes inletd answers or meets, anything else is `other`.
+const STATUS_LABELS: &[&str] = &[
+    "200", "207", "400", "401", "403", "404", "413", "429", "500", "502", "503", "504",
+];
+
+/// The closed-set label for an HTTP status code.
+pub fn status_label(code: u16) -> &'static str {
+    let text = code.to_string();
+    STATUS_LABELS
+        .iter()
+        .find(|s| **s == text)
+        .copied()
+        .unwrap_or("other")
+}
+
+const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+const BYTE_BUCKETS: &[f64] = &[
+    1024.0, 4096.0, 16384.0, 65536.0, 131072.0, 262144.0, 524288.0, 786432.0, 1048576.0,
+];
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Registered handles for everything inletd records.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    pub messages_received: Counter,
+    results: Vec<(&'static str, Counter)>,
+    batches_sent: [Counter; 4],
+    pub batch_messages: Histogram,
+    pub batch_bytes: Histogram,
+    pub upstream_duration: Histogram,
+    pub upstream_retries: Counter,
+    pub buffered_messages: Gauge,
+    pub buffered_bytes: Gauge,
+    pub in_flight: Gauge,
+    pub message_wait: Histogram,
+    pub shed: Counter,
+}
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
+
+impl Metrics {
+    pub fn new(max_buffered_bytes: u64) -> Arc<Metrics> {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(BATCH_MESSAGES.into()), SIZE_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_BYTES.into()), BYTE_BUCKETS))
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), SECONDS_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(MESSAGE_WAIT.into()), SECONDS_BUCKETS)
+            })
+            .expect("bucket lists are non-empty constants")
+            .build_recorder();
+        describe(&recorder);
+        let handle = recorder.handle();
+        let counter =
+            |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &METADATA);
+        let gauge =
+            |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &METADATA);
+        let histogram = |name: &'static str| {
+            recorder.register_histogram(&Key::from_static_name(name), &METADATA)
+        };
+        let labelled = |name: &'static str, label: &'static str, value: &'static str| {
+            let key = Key::from_static_parts(name, &[])
+                .with_extra_labels(vec![Label::from_static_parts(label, value)]);
+            recorder.register_counter(&key, &METADATA)
+        };
+        let results = STATUS_LABELS
+            .iter()
+            .chain(std::iter::once(&"other"))
+            .map(|s| (*s, labelled(MESSAGE_RESULTS, "status", s)))
+            .collect();
+        let batches_sent = FlushReason::ALL.map(|r| labelled(BATCHES_SENT, "reason", r.as_str()));
+        gauge(MAX_BUFFERED_BYTES).set(max_buffered_bytes as f64);
+        let metrics = Metrics {
+            messages_received: counter(MESSAGES_RECEIVED),
+            results,
+            batches_sent,
+            batch_messages: histogram(BATCH_MESSAGES),
+            batch_bytes: histogram(BATCH_BYTES),
+            upstream_duration: histogram(UPSTREAM_DURATION),
+            upstream_retries: counter(UPSTREAM_RETRIES),
+            buffered_messages: gauge(BUFFERED_MESSAGES),
+            buffered_bytes: gauge(BUFFERED_BYTES),
+            in_flight: gauge(IN_FLIGHT),
+            message_wait: histogram(MESSAGE_WAIT),
+            shed: counter(SHED),
+            recorder,
+            handle,
+        };
+        Arc::new(metrics)
+    }
+
+    /// Counts one message's final result by the status its producer got (or would have got).
+    pub fn message_result(&self, code: u16) {
+        let label = status_label(code);
+        if let Some((_, c)) = self.results.iter().find(|(l, _)| *l == label) {
+            c.increment(1);
+        }
+    }
+
+    pub fn batch_sent(&self, reason: FlushReason, messages: usize, bytes: usize) {
+        self.batches_sent[reason as usize].increment(1);
+        self.batch_messages.record(messages as f64);
+        self.batch_bytes.record(bytes as f64);
+    }
+
+    /// Counts one upstream request by its status code.
+    pub fn upstream_request(&self, code: u16) {
+        self.upstream_counter(status_label(code)).increment(1);
+    }
+
+    /// Counts one upstream request that got no HTTP answer (`error` or `timeout`).
+    pub fn upstream_failure(&self, label: &'static str) {
+        self.upstream_counter(label).increment(1);
+    }
+
+    pub fn upstream_latency(&self, elapsed: Duration) {
+        self.upstream_duration.record(elapsed.as_secs_f64());
+    }
+
+    fn upstream_counter(&self, label: &'static str) -> Counter {
+        let key = Key::from_static_parts(UPSTREAM_REQUESTS, &[])
+            .with_extra_labels(vec![Label::from_static_parts("status", label)]);
+        self.recorder.register_counter(&key, &METADATA)
+    }
+
+    /// The Prometheus text exposition of everything above.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains histogram buffers; run periodically so memory stays flat between scrapes.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}
+
+fn describe(r: &PrometheusRecorder) {
+    let d = |name: &'static str, unit: Option<Unit>, text: &'static str| {
+        r.describe_counter(
+            KeyName::from_const_str(name),
+            unit,
+            SharedString::const_str(text),
+        );
+    };
+    let g = |name: &'static str, unit: Option<Unit>, text: &'static str| {
+        r.describe_gauge(
+            KeyName::from_const_str(name),
+            unit,
+            SharedString::const_str(text),
+        );
+    };
+    let h = |name: &'static str, unit: Option<Unit>, text: &'static str| {
+        r.describe_histogram(
+            KeyName::from_const_str(name),
+            unit,
+            SharedString::const_str(text),
+        );
+    };
+    d(MESSAGES_RECEIVED, None, "Messages accepted from producers.");
+    d(
+        MESSAGE_RESULTS,
+        None,
+        "Final per-message results, by the HTTP status the producer got.",
+    );
+    d(
+        BATCHES_SENT,
+        None,
+        "Batches flushed to the upstream, by why they were flushed.",
+    );
+    h(BATCH_MESSAGES, None, "Messages per flushed batch.");
+    h(
+        BATCH_BYTES,
+        Some(Unit::Bytes),
+        "Request body bytes per flushed batch.",
+    );
+    d(
+        UPSTREAM_REQUESTS,
+        None,
+        "Upstream HTTP requests, by status code (error, timeout: no answer).",
+    );
+    h(
+        UPSTREAM_DURATION,
+        Some(Unit::Seconds),
+        "Upstream request duration.",
+    );
+    d(
+        UPSTREAM_RETRIES,
+        None,
+        "Upstream requests resent after a retryable failure.",
+    );
+    g(
+        BUFFERED_MESSAGES,
+        None,
+        "Messages accepted and not yet answered.",
+    );
+    g(
+        BUFFERED_BYTES,
+        Some(Unit::Bytes),
+        "Bytes of messages accepted and not yet answered.",
+    );
+    g(
+        MAX_BUFFERED_BYTES,
+        Some(Unit::Bytes),
+        "The configured max_buffered_bytes bound.",
+    );
+    g(IN_FLIGHT, None, "Upstream requests in flight.");
+    h(
+        MESSAGE_WAIT,
+        Some(Unit::Seconds),
+        "Time from accepting a message to its result.",
+    );
+    d(
+        SHED,
+        None,
+        "Producer requests refused with 429 because the buffer was full.",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_a_closed_set() {
+        assert_eq!(status_label(200), "200");
+        assert_eq!(status_label(418), "other");
+        assert_eq!(status_label(0), "other");
+    }
+
+    #[test]
+    fn renders_every_name_with_buckets() {
+        let m = Metrics::new(1000);
+        m.messages_received.increment(3);
+        m.message_result(200);
+        m.batch_sent(FlushReason::Linger, 3, 300);
+        m.upstream_request(207);
+        m.upstream_latency(Duration::from_millis(20));
+        m.message_wait.record(0.02);
+        let text = m.render();
+        for name in [
+            MESSAGES_RECEIVED,
+            MAX_BUFFERED_BYTES,
+            BUFFERED_BYTES,
+            IN_FLIGHT,
+            SHED,
+        ] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+        assert!(text.contains("inletd_messages_received_total 3"), "{text}");
+        assert!(
+            text.contains(r#"inletd_batches_sent_total{reason="linger"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"inletd_message_results_total{status="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"inletd_batch_messages_bucket{le="5"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("inletd_upstream_request_duration_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains("inletd_message_wait_seconds_bucket"),
+            "{text}"
+        );
+    }
+}
