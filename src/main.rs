@@ -44,7 +44,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
     if let Some(Command::Healthcheck { url }) = &cli.command {
         return healthcheck(url);
     }
@@ -63,7 +65,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("inletd: cannot start the async runtime: {e}");
@@ -87,7 +92,9 @@ fn main() -> ExitCode {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -107,17 +114,27 @@ fn healthcheck(url: &str) -> ExitCode {
 
 fn probe(url: &str) -> Result<(), String> {
     use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").ok_or("only http:// URLs can be probed")?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs can be probed")?;
     let (authority, path) = rest.split_once('/').map_or((rest, "/"), |(a, p)| (a, p));
     let timeout = Duration::from_secs(3);
     let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
         .map_err(|e| e.to_string())?
         .next()
         .ok_or("the address did not resolve")?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")
+        .map_err(|e| e.to_string())?;
     let mut head = [0u8; 64];
     let n = stream.read(&mut head).map_err(|e| e.to_string())?;
     let line = String::from_utf8_lossy(&head[..n]);

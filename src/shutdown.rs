@@ -94,14 +94,9 @@ pub async fn drain(
 }
 
 /// Wraps a future so the abort phase can drop it.
-pub fn abortable(
-    abort: CancellationToken,
-    work: impl Future<Output = ()>,
-) -> impl Future<Output = ()> {
-    async move {
-        tokio::select! {
-            _ = work => {}
-            _ = abort.cancelled() => {}
-        }
+pub async fn abortable(abort: CancellationToken, work: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = work => {}
+        _ = abort.cancelled() => {}
     }
 }

@@ -121,7 +121,7 @@ async fn keys_never_share_a_batch() {
     let full = r.batches.recv().await.unwrap();
     assert_eq!(*full.key, a);
     assert_eq!(bodies(&full), vec![&b"{a1}"[..], b"{a2}"]);
-    let mut rest = vec![
+    let mut rest = [
         r.batches.recv().await.unwrap(),
         r.batches.recv().await.unwrap(),
     ];

@@ -1,1 +1,120 @@
-fn main(){}
+//! `aep-standin`: command-line wrapper around [`inletd::standin`], a local
+//! stand-in for Adobe Experience Platform streaming ingestion. Owns only flag
+//! parsing, logging and signal handling; the server lives in the library.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use inletd::standin::{StandIn, StandInConfig};
+
+/// A local stand-in for Adobe Experience Platform (AEP) streaming ingestion, for
+/// trying inletd offline, in tests and in benchmarks. It is NOT AEP: it checks
+/// only the shape of messages and keeps what it receives in memory.
+///
+/// It serves `POST /collection/batch/{id}` (207 multi-status answers) and
+/// `POST /collection/{id}` (single messages), plus control endpoints:
+/// `POST /standin/faults` (a JSON array such as
+/// `[{"kind":"status","status":503,"retry_after":1}]`; kinds: status,
+/// short_responses, long_responses, garbage, plain_ok, delay, hang),
+/// `GET /standin/stats` and `POST /standin/reset`. A message whose body holds
+/// `"standin":{"status":503,"times":2}` fails with that status the first 2
+/// times it is seen; `"standin":{"poison":true}` makes its whole batch a 400.
+#[derive(Debug, Parser)]
+#[command(name = "aep-standin", version, verbatim_doc_comment)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+
+    /// Delay added to every ingestion request before answering, e.g. `20ms`.
+    #[arg(long, default_value = "0ms", value_parser = humantime::parse_duration)]
+    latency: Duration,
+
+    /// Request bodies larger than this many bytes are answered 413.
+    #[arg(long, default_value_t = StandInConfig::default().max_body_bytes)]
+    max_body_bytes: usize,
+
+    /// Require `Authorization: Bearer <TOKEN>` (missing: 401, wrong: 403).
+    #[arg(long)]
+    token: Option<String>,
+
+    /// Reject messages whose `header.imsOrgId` is set to another org (per-message 400).
+    #[arg(long)]
+    ims_org: Option<String>,
+
+    /// Keep only counters, not every request and message (for long benchmarks).
+    #[arg(long)]
+    no_record: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let config = StandInConfig {
+        max_body_bytes: args.max_body_bytes,
+        latency: args.latency,
+        required_token: args.token,
+        ims_org: args.ims_org,
+        record: !args.no_record,
+    };
+    let standin = match StandIn::bind(args.listen, config).await {
+        Ok(standin) => standin,
+        Err(err) => {
+            tracing::error!("cannot listen on {}: {err}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        addr = %standin.local_addr(),
+        "aep-standin listening (a local stand-in for AEP streaming ingestion, not AEP)"
+    );
+    match standin.run(shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("aep-standin stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!("aep-standin failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for Ctrl-C: {err}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!("cannot listen for SIGTERM: {err}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

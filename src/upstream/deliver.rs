@@ -127,15 +127,14 @@ impl Upstream {
                     self.retry_later(
                         key,
                         Part::new(resend, part.retries),
-                        status,
-                        text,
+                        (status, text, false),
                         retry_after,
                         work,
                     );
                 }
             }
             Verdict::Retry { status, message } => {
-                self.retry_later(key, part, status, message, retry_after, work);
+                self.retry_later(key, part, (status, message, true), retry_after, work);
             }
             // One message left: it is the culprit.
             Verdict::Split { message } if part.messages.len() == 1 => {
@@ -171,12 +170,12 @@ impl Upstream {
 
     /// Schedules a resend after the back-off, or gives up with the last failure
     /// when the retries are used up or the wait would pass every caller's deadline.
+    /// `failure` is (status, message, whether it was the whole request's).
     fn retry_later(
         &self,
         key: &BatchKey,
         mut part: Part,
-        status: u16,
-        message: String,
+        (status, message, whole): (u16, String, bool),
         retry_after: Option<Duration>,
         work: &mut VecDeque<Part>,
     ) {
@@ -198,10 +197,8 @@ impl Upstream {
             }
             _ => {
                 tracing::warn!(?key, status, retries = part.retries, messages = part.messages.len(), %message, "giving up");
-                let status = match status {
-                    500 => 502,
-                    s => s,
-                };
+                // A whole-request 500 means the gateway failed us; an entry's own status is passed on.
+                let status = if whole && status == 500 { 502 } else { status };
                 let text = format!("{message} (after {} retries)", part.retries);
                 fail_all(part.messages, status, &text);
             }

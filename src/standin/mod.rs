@@ -1,0 +1,201 @@
+//! The AEP stand-in: a local imitation of Adobe Experience Platform's streaming
+//! ingestion endpoints (SPEC §1), for trying inletd offline, for the integration
+//! tests and for the benchmark. It is **not** AEP: it validates only the shape of
+//! messages and never stores anything beyond this process's memory.
+//!
+//! This file owns the configuration, binding, routing and the control endpoints
+//! (`/standin/faults`, `/standin/stats`, `/standin/reset`). The rest is split by role:
+//!
+//! - `ingest.rs`: what every ingestion request goes through (body, faults,
+//!   latency, auth, size) before an endpoint answers it;
+//! - `batch.rs`: `POST /collection/batch/{id}` and its 207 answer;
+//! - `single.rs`: `POST /collection/{id}`;
+//! - `message.rs`: per-message checks and the test directives in `body.standin`;
+//! - `faults.rs`: the injectable [`Fault`]s and their answers;
+//! - `state.rs`: what the stand-in remembers, and the [`StandInHandle`] to read it.
+
+mod batch;
+mod faults;
+mod ingest;
+mod message;
+mod single;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use tokio::net::TcpListener;
+
+pub use faults::Fault;
+pub use state::{Delivered, RecordedRequest, StandInHandle};
+
+use ingest::{error_response, json_response, Endpoint};
+use state::Shared;
+
+/// How the stand-in behaves. `Default` matches AEP's documented limits.
+#[derive(Clone, Debug)]
+pub struct StandInConfig {
+    /// A batch (or single) request body longer than this is answered 413 as a whole.
+    pub max_body_bytes: usize,
+    /// Added to every ingestion request before it is answered.
+    pub latency: Duration,
+    /// If set, ingestion requests need `Authorization: Bearer <token>`:
+    /// missing header -> 401, any other value -> 403.
+    pub required_token: Option<String>,
+    /// If set, a message whose `header.imsOrgId` is present and differs gets a
+    /// per-message 400 "wrong org".
+    pub ims_org: Option<String>,
+    /// Keep every request and delivered message in memory (for tests). When
+    /// false only counters are kept, so a long benchmark does not grow memory.
+    pub record: bool,
+}
+
+impl Default for StandInConfig {
+    fn default() -> Self {
+        StandInConfig {
+            max_body_bytes: 1_000_000,
+            latency: Duration::ZERO,
+            required_token: None,
+            ims_org: None,
+            record: true,
+        }
+    }
+}
+
+/// A bound, not yet running stand-in. [`StandIn::run`] serves it.
+pub struct StandIn {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl StandIn {
+    /// Binds the listener now (port 0 picks a free port; see [`StandIn::local_addr`]).
+    pub async fn bind(addr: SocketAddr, config: StandInConfig) -> std::io::Result<StandIn> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(StandIn {
+            listener,
+            local_addr,
+            shared: Arc::new(Shared::new(config)),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A cheap handle to inject faults and read records, usable while running.
+    pub fn handle(&self) -> StandInHandle {
+        StandInHandle::new(Arc::clone(&self.shared))
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, releases requests
+    /// held by [`Fault::Hang`] (answered 503) and waits for in-flight answers.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+
+        let stopping = self.shared.shutdown.clone();
+        let app = router(self.shared);
+        // Small answers on keep-alive connections: don't let Nagle delay them.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::trace!("failed to set TCP_NODELAY: {err}");
+            }
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stopping.cancel();
+            })
+            .await
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/collection/batch/{id}", post(batch_route))
+        .route("/collection/{id}", post(single_route))
+        .route("/standin/faults", post(faults_route))
+        .route("/standin/stats", get(stats_route))
+        .route("/standin/reset", post(reset_route))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+async fn batch_route(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    ingest::serve(shared, Endpoint::Batch, id, req).await
+}
+
+async fn single_route(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
+    // `/collection/batch` without an id would otherwise land here.
+    if id == "batch" {
+        return not_found().await;
+    }
+    ingest::serve(shared, Endpoint::Single, id, req).await
+}
+
+/// `POST /standin/faults` with a JSON array of faults, queued in order.
+async fn faults_route(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Vec<Fault>>(&body) {
+        Ok(faults) => {
+            let queued = faults.len();
+            let pending = shared.push_faults(faults);
+            json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "queued": queued, "pending": pending }),
+            )
+        }
+        Err(err) => error_response(
+            StatusCode::BAD_REQUEST,
+            &format!("expected a JSON array of faults: {err}"),
+        ),
+    }
+}
+
+async fn stats_route(State(shared): State<Arc<Shared>>) -> Response {
+    let stats = shared.counters();
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "requests": stats.requests,
+            "batch_requests": stats.batch_requests,
+            "delivered": stats.delivered,
+        }),
+    )
+}
+
+async fn reset_route(State(shared): State<Arc<Shared>>) -> Response {
+    shared.reset();
+    json_response(StatusCode::OK, &serde_json::json!({ "reset": true }))
+}
+
+async fn not_found() -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "aep-standin serves POST /collection/{id} and POST /collection/batch/{id}",
+    )
+    .into_response()
+}

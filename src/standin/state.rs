@@ -1,0 +1,242 @@
+//! What the stand-in remembers: recorded requests, delivered messages, the fault
+//! queue, how often each directive message was seen, counters and id minting.
+//! Everything sits behind one std `Mutex` held only for short, allocation-light
+//! sections; [`StandInHandle`] is the outside view of it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::{Fault, StandInConfig};
+
+/// One ingestion request as it arrived, and the status it was answered with.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// The request path, e.g. `/collection/batch/{id}`.
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub query: Option<String>,
+    /// Header names are lower-case; values that are not UTF-8 are converted lossily.
+    pub headers: Vec<(String, String)>,
+    /// The body as received (empty if it was too large to read at all).
+    pub body: Bytes,
+    /// The status answered; 0 while no answer has been sent (still waiting,
+    /// held by [`Fault::Hang`], or the client went away first).
+    pub status: u16,
+    /// Messages found in the body (0 when it could not be read as messages).
+    pub message_count: usize,
+}
+
+/// One message the stand-in accepted and gave an `xactionId`.
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    /// The `{id}` of the request path.
+    pub connection_id: String,
+    /// The `xactionId` answered for this message.
+    pub xaction_id: String,
+    /// The message's raw JSON text exactly as received (raw bytes, lossily
+    /// decoded, for `x-adobe-flow-id` data).
+    pub message: String,
+    /// The request's `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+/// Counters kept even when recording is off.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Counters {
+    pub requests: u64,
+    pub batch_requests: u64,
+    pub delivered: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// `requests[i]` has sequence number `first_seq + i`.
+    requests: Vec<RecordedRequest>,
+    first_seq: u64,
+    next_seq: u64,
+    delivered: Vec<Delivered>,
+    faults: VecDeque<Fault>,
+    /// Directive messages (raw text) -> times seen so far.
+    seen: HashMap<String, u64>,
+    counters: Counters,
+}
+
+pub(super) struct Shared {
+    pub config: StandInConfig,
+    pub inlet_id: String,
+    /// Cancelled when `run`'s shutdown future resolves.
+    pub shutdown: CancellationToken,
+    salt: u32,
+    next_id: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub fn new(config: StandInConfig) -> Self {
+        let a: u128 = rand::random();
+        let inlet_id = format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+            (a >> 96) as u32,
+            (a >> 80) as u16,
+            (a >> 68) as u16 & 0xfff,
+            (a >> 56) as u16 & 0xfff,
+            a as u64 & 0xffff_ffff_ffff
+        );
+        Shared {
+            config,
+            inlet_id,
+            shutdown: CancellationToken::new(),
+            salt: rand::random(),
+            next_id: AtomicU64::new(1),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not make the stand-in useless.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A fresh `xactionId`; it deliberately does not share the `batchId` prefix.
+    pub fn next_xaction_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{n:010x}", self.salt)
+    }
+
+    pub fn next_batch_id(&self, received_ms: u64) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{received_ms}:{n}:{:08x}", self.salt.rotate_left(16))
+    }
+
+    /// Registers an arriving ingestion request; returns its sequence number and
+    /// the fault it must suffer, if any is queued.
+    pub fn arrive(&self, batch: bool, record: Option<RecordedRequest>) -> (u64, Option<Fault>) {
+        let mut inner = self.lock();
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.counters.requests += 1;
+        if batch {
+            inner.counters.batch_requests += 1;
+        }
+        if let Some(record) = record {
+            inner.requests.push(record);
+        } else {
+            // Nothing recorded: keep `requests[i] <-> first_seq + i` true.
+            inner.first_seq = inner.next_seq;
+        }
+        (seq, inner.faults.pop_front())
+    }
+
+    /// Fills in the answer of request `seq` (ignored if it was reset away).
+    pub fn finish(&self, seq: u64, status: u16, message_count: usize) {
+        let mut inner = self.lock();
+        let Some(index) = seq.checked_sub(inner.first_seq) else {
+            return;
+        };
+        if let Some(rec) = usize::try_from(index)
+            .ok()
+            .and_then(|i| inner.requests.get_mut(i))
+        {
+            rec.status = status;
+            rec.message_count = message_count;
+        }
+    }
+
+    /// For each directive `(raw message, times)`: should it fail this time?
+    /// `times: None` always fails. With `commit` the sighting is counted.
+    pub fn directive_fails<'a>(
+        &self,
+        items: impl IntoIterator<Item = (&'a str, Option<u64>)>,
+        commit: bool,
+    ) -> Vec<bool> {
+        let mut inner = self.lock();
+        let mut pending: HashMap<&str, u64> = HashMap::new();
+        items
+            .into_iter()
+            .map(|(raw, times)| {
+                let Some(times) = times else { return true };
+                let stored = inner.seen.get(raw).copied().unwrap_or(0);
+                let extra = pending.entry(raw).or_insert(0);
+                let seen = stored + *extra;
+                let fails = seen < times;
+                if fails {
+                    if commit {
+                        *inner.seen.entry(raw.to_owned()).or_insert(0) += 1;
+                    } else {
+                        // Dry run: count repeats within this request only.
+                        *extra += 1;
+                    }
+                }
+                fails
+            })
+            .collect()
+    }
+
+    /// Counts `count` delivered messages and keeps `records` (empty when not recording).
+    pub fn deliver(&self, count: usize, records: Vec<Delivered>) {
+        let mut inner = self.lock();
+        inner.counters.delivered += count as u64;
+        inner.delivered.extend(records);
+    }
+
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) -> usize {
+        let mut inner = self.lock();
+        inner.faults.extend(faults);
+        inner.faults.len()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.lock().counters
+    }
+
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        let next_seq = inner.next_seq;
+        *inner = Inner {
+            first_seq: next_seq,
+            next_seq,
+            ..Inner::default()
+        };
+    }
+}
+
+/// A cheap, cloneable view of a stand-in: inject faults, read what it received.
+#[derive(Clone)]
+pub struct StandInHandle {
+    shared: Arc<Shared>,
+}
+
+impl StandInHandle {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        StandInHandle { shared }
+    }
+
+    /// Queues faults; each ingestion request (batch or single) pops one, in order.
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.shared.push_faults(faults);
+    }
+
+    /// Every ingestion request received, in arrival order (empty when not recording).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Every message accepted with an `xactionId`, in order (empty when not recording).
+    pub fn delivered(&self) -> Vec<Delivered> {
+        self.shared.lock().delivered.clone()
+    }
+
+    /// Number of `POST /collection/batch/*` received (counted even when not recording).
+    pub fn batch_requests(&self) -> usize {
+        self.shared.lock().counters.batch_requests as usize
+    }
+
+    /// Clears records, counters, queued faults and directive sightings.
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+}

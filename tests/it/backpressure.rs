@@ -1,0 +1,125 @@
+//! Bounds: bad input refused at once, the memory bound (429), callers that
+//! leave early, and request_timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use inletd::standin::Fault;
+
+use crate::support::{eventually, message, metric, ms, TestApp};
+
+#[tokio::test]
+async fn bad_bodies_get_400_and_nothing_goes_upstream() {
+    let app = TestApp::start(|_| {}).await;
+    for bad in ["not json", "[1,2]", "\"text\"", "{\"unterminated\":", ""] {
+        let a = app.send("c", bad).await;
+        assert_eq!(a.status, 400, "{bad:?}: {}", a.text);
+        assert_eq!(a.body["statusCode"], 400);
+        assert!(a.body["message"].is_string());
+    }
+    for bad in [
+        "{\"messages\":{}}",
+        "{\"msgs\":[]}",
+        "[]",
+        "{\"messages\":[]}",
+        "nope",
+    ] {
+        let a = app.post("/collection/batch/c", bad, &[]).await;
+        assert_eq!(a.status, 400, "{bad:?}: {}", a.text);
+    }
+    assert!(app.standin.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_message_larger_than_max_batch_bytes_gets_413_at_once() {
+    let app = TestApp::start(|c| c.max_batch_bytes = 1_000).await;
+    let big = message("big", &format!(r#","pad":"{}""#, "x".repeat(1_000)));
+    let a = app.send("c", big.clone()).await;
+    assert_eq!(a.status, 413, "{}", a.text);
+    let a = app
+        .post(
+            "/collection/batch/c",
+            format!(r#"{{"messages":[{big},{}]}}"#, message("ok", "")),
+            &[],
+        )
+        .await;
+    assert_eq!(a.status, 207, "{}", a.text);
+    assert_eq!(a.body["responses"][0]["statusCode"], 413);
+    assert!(a.body["responses"][1]["xactionId"].is_string());
+    let huge = format!(r#"{{"messages":[{}]}}"#, "1,".repeat(600_000) + "1");
+    assert_eq!(app.post("/collection/batch/c", huge, &[]).await.status, 413);
+    assert_eq!(
+        app.standin.delivered().len(),
+        1,
+        "only the message that fits went upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_full_buffer_answers_429_with_retry_after_at_once() {
+    let app = Arc::new(
+        TestApp::start(|c| {
+            c.max_batch_bytes = 1_000;
+            c.max_buffered_bytes = 1_000;
+            c.request_timeout = ms(30_000);
+        })
+        .await,
+    );
+    app.standin.push_faults([Fault::Hang]);
+    let pad = format!(r#","pad":"{}""#, "x".repeat(500));
+    let holder = {
+        let app = app.clone();
+        let body = message("held", &pad);
+        tokio::spawn(async move { app.send("c", body).await })
+    };
+    let admin = app.admin;
+    eventually("the first message holds the buffer", || async move {
+        let text = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric(&text, "inletd_buffered_messages") == 1.0
+    })
+    .await;
+    let refused = app.send("c", message("second", &pad)).await;
+    assert_eq!(refused.status, 429, "{}", refused.text);
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_eq!(refused.body["statusCode"], 429);
+    assert_eq!(metric(&app.metrics().await, "inletd_shed_total"), 1.0);
+    holder.abort();
+}
+
+#[tokio::test]
+async fn a_producer_that_leaves_early_changes_nothing_for_the_others() {
+    let app = Arc::new(TestApp::start(|c| c.linger = ms(100)).await);
+    app.standin.push_faults([Fault::Delay { ms: 500 }]);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let leaver = message("leaver", "");
+    let gone = impatient
+        .post(app.url("/collection/c"))
+        .body(leaver.clone())
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up");
+    let stayer = app.send("c", message("stayer", "")).await;
+    assert_eq!(stayer.status, 200, "{}", stayer.text);
+    let standin = app.standin.clone();
+    eventually("the leaver's message is delivered", || {
+        let standin = standin.clone();
+        let leaver = leaver.clone();
+        async move { standin.delivered().iter().any(|d| d.message == leaver) }
+    })
+    .await;
+    let count = app
+        .standin
+        .delivered()
+        .iter()
+        .filter(|d| d.message == leaver)
+        .count();
+    assert_eq!(count, 1, "delivered exactly once");
+}

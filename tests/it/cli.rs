@@ -1,0 +1,152 @@
+//! The `inletd` binary itself: start-up errors, --help, check-config, and a
+//! real SIGTERM drain.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use inletd::config::KEYS;
+use inletd::standin::{StandIn, StandInConfig};
+
+use crate::support::message;
+
+fn inletd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_inletd"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("inletd runs");
+    let code = out.status.code().unwrap_or(-1);
+    (
+        code,
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn bad_values_stop_start_up_naming_the_key() {
+    let (code, _, err) = run(inletd().args(["--linger", "soon"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("--linger"), "{err}");
+
+    let (code, _, err) = run(inletd()
+        .env("INLETD_MAX_BATCH_BYTES", "5000000")
+        .arg("check-config"));
+    assert_ne!(code, 0);
+    assert!(err.contains("max_batch_bytes"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inletd.toml");
+    std::fs::write(&file, "linger = \"5ms\"\nmax_batch_mesages = 3\n").unwrap();
+    let (code, _, err) = run(inletd().arg("--config").arg(&file).arg("check-config"));
+    assert_ne!(code, 0);
+    assert!(err.contains("max_batch_mesages"), "{err}");
+
+    let (code, _, err) =
+        run(inletd().args(["--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:0"]));
+    assert_ne!(
+        code, 0,
+        "binding a privileged port as a test user fails, or the port is taken"
+    );
+    assert!(err.contains("listen"), "{err}");
+}
+
+#[test]
+fn help_documents_every_key_with_its_default() {
+    let (code, out, _) = run(inletd().arg("--help"));
+    assert_eq!(code, 0);
+    for key in KEYS {
+        let flag = format!("--{}", key.replace('_', "-"));
+        assert!(out.contains(&flag), "{flag} missing from --help");
+    }
+    assert!(out.contains("[default: 20ms]"), "{out}");
+}
+
+#[test]
+fn check_config_prints_the_layered_values() {
+    let (code, out, err) =
+        run(inletd()
+            .env("INLETD_LINGER", "75ms")
+            .args(["--max-in-flight", "3", "check-config"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("linger = \"75ms\""), "{out}");
+    assert!(out.contains("max_in_flight = \"3\""), "{out}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
+        .await
+        .unwrap();
+    let upstream = format!("http://{}", standin.local_addr());
+    let handle = standin.handle();
+    tokio::spawn(standin.run(std::future::pending()));
+    let port = |()| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (listen, admin) = (port(()), port(()));
+    let mut child = inletd()
+        .args([
+            "--upstream",
+            &upstream,
+            "--linger",
+            "1h",
+            "--log-format",
+            "json",
+        ])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("inletd ready"));
+    assert!(ready.is_some(), "inletd never said it was ready");
+    let url = format!("http://127.0.0.1:{listen}/collection/c");
+    let waiting = tokio::spawn(async move {
+        crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await
+    });
+    crate::support::eventually("the message is buffered", || async move {
+        let m = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        crate::support::metric(&m, "inletd_buffered_messages") == 1.0
+    })
+    .await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let answer = waiting.await.unwrap();
+    assert_eq!(
+        answer.status, 200,
+        "flushed at shutdown despite a 1h linger: {}",
+        answer.text
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("drain complete")),
+        "{rest:?}"
+    );
+    assert_eq!(handle.delivered().len(), 1);
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests: the real inletd and the AEP stand-in on 127.0.0.1,
+//! port 0. Tests wait for events (answers, records); none asserts speed.
+
+mod support;
+
+mod backpressure;
+mod cli;
+mod credentials;
+mod failures;
+mod fanout;
+mod flush;
+mod forward;
+mod metrics;
+mod shutdown;
