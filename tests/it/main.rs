@@ -11,4 +11,5 @@ mod fanout;
 mod flush;
 mod forward;
 mod metrics;
+mod prometheus;
 mod shutdown;

@@ -184,7 +184,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    for _ in 0..1000 {
+    for _ in 0..3000 {
         if check().await {
             return;
         }
