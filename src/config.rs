@@ -151,8 +151,9 @@ macro_rules! config_keys {
                                 reason: e.to_string(),
                             })?);
                         } )*
-                        "config" => {}
-                        _ => return Err(ConfigError::UnknownEnv { name: name.clone() }),
+                        // Others (typos, Kubernetes' service links such as INLETD_PORT) are
+                        // reported by `unknown_env_vars`, not fatal.
+                        _ => {}
                     }
                 }
                 Ok(layer)
@@ -165,6 +166,21 @@ macro_rules! config_keys {
                     })
                 }), )* }
             }
+        }
+
+        /// `INLETD_*` variables that name no key: worth a warning at start-up.
+        /// (Kubernetes injects `INLETD_PORT`, `INLETD_SERVICE_HOST`, … for a Service
+        /// named `inletd`, so these cannot be fatal.)
+        pub fn unknown_env_vars(vars: &BTreeMap<String, String>) -> Vec<String> {
+            vars.keys()
+                .filter(|name| {
+                    name.strip_prefix(ENV_PREFIX).is_some_and(|key| {
+                        let key = key.to_ascii_lowercase();
+                        key != "config" && !KEYS.contains(&key.as_str())
+                    })
+                })
+                .cloned()
+                .collect()
         }
 
         impl Config {
@@ -209,8 +225,6 @@ pub enum ConfigError {
         origin: String,
         reason: String,
     },
-    #[error("unknown environment variable {name}: inletd knows INLETD_CONFIG and INLETD_<KEY> for the keys {keys}", keys = KEYS.join(", "))]
-    UnknownEnv { name: String },
     #[error("cannot read the config file {path}: {reason}")]
     Read { path: String, reason: String },
     #[error("config file {path}: {reason}")]
@@ -392,8 +406,15 @@ mod tests {
         let err = load(Some("linger = \"5 parsecs\"\n"), &[], Layer::default()).unwrap_err();
         assert!(err.to_string().contains("linger"), "{err}");
 
-        let err = load(None, &[("INLETD_LINGERR", "5ms")], Layer::default()).unwrap_err();
-        assert!(err.to_string().contains("INLETD_LINGERR"), "{err}");
+        // Unknown variables are not fatal (Kubernetes service links look like them) but are reported.
+        let vars = env(&[
+            ("INLETD_LINGERR", "5ms"),
+            ("INLETD_LINGER", "5ms"),
+            ("INLETD_CONFIG", "x"),
+            ("HOME", "/"),
+        ]);
+        assert!(Layer::from_env_map(&vars).is_ok());
+        assert_eq!(unknown_env_vars(&vars), vec!["INLETD_LINGERR".to_owned()]);
     }
 
     #[test]

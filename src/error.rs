@@ -25,6 +25,8 @@ pub enum Error {
     Draining,
     #[error("no result within request_timeout; the message may still be delivered")]
     Timeout,
+    #[error("the request body did not arrive within request_timeout")]
+    SlowBody,
     #[error("the message was not delivered: {message}")]
     Upstream { status: u16, message: String },
 }
@@ -37,6 +39,7 @@ impl Error {
             Error::BufferFull => StatusCode::TOO_MANY_REQUESTS,
             Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Error::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Error::SlowBody => StatusCode::REQUEST_TIMEOUT,
             Error::Upstream { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }

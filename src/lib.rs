@@ -169,9 +169,10 @@ impl App {
         for task in [producers, admin, upkeep] {
             let _ = task.await;
         }
-        // The router (and with it the last batcher handle) is gone: the worker ends.
-        let _ = worker.await;
-        let _ = dispatch.await;
+        // With the router gone the last batcher handle drops and the worker ends; a
+        // connection task that outlived the listener may still hold one, so the wait is bounded.
+        let _ = tokio::time::timeout(Duration::from_secs(1), worker).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), dispatch).await;
         tracing::info!(complete = report.complete, took = ?report.took, "inletd stopped");
         Ok(report)
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use inletd::config::{Layer, LogFormat, Sources, ENV_PREFIX};
+use inletd::config::{unknown_env_vars, Layer, LogFormat, Sources, ENV_PREFIX};
 use inletd::{App, Config};
 
 /// A local batching proxy for Adobe Experience Platform streaming ingestion.
@@ -47,6 +47,7 @@ fn main() -> ExitCode {
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
+    let unknown = unknown_env_vars(&env);
     if let Some(Command::Healthcheck { url }) = &cli.command {
         return healthcheck(url);
     }
@@ -65,6 +66,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
+    if !unknown.is_empty() {
+        tracing::warn!(
+            variables = ?unknown,
+            "ignoring INLETD_* environment variables that name no configuration key (typo? Kubernetes service link?)"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -41,7 +41,12 @@ pub async fn forward(ingest: &Ingest, uri: &Uri, headers: &HeaderMap, body: Body
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let exchange = ingest
         .upstream
-        .forward(path, headers, body, ingest.request_timeout)
+        .forward(
+            path,
+            headers,
+            body,
+            tokio::time::Instant::now() + ingest.request_timeout,
+        )
         .await;
     let response = match exchange {
         Exchange::Answered {

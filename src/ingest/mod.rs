@@ -78,7 +78,7 @@ impl Ingest {
         match tokio::time::timeout(self.request_timeout, read).await {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(_)) => Err(Error::BodyTooLarge { max }),
-            Err(_) => Err(Error::Timeout),
+            Err(_) => Err(Error::SlowBody),
         }
     }
 

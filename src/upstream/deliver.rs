@@ -55,9 +55,8 @@ impl Upstream {
             let Some(deadline) = part.deadline() else {
                 continue;
             };
-            let timeout = deadline.saturating_duration_since(Instant::now());
             let request = self.batch_request(&key, &part.messages);
-            let exchange = self.exchange(request, timeout).await;
+            let exchange = self.exchange(request, deadline).await;
             self.act(&key, part, exchange, &mut work);
         }
     }

@@ -2,8 +2,6 @@
 //! `syncValidation=true` and raw data (`x-adobe-flow-id`). Headers and body go
 //! as they came; the answer comes back as it came.
 
-use std::time::Duration;
-
 use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
 
@@ -42,7 +40,7 @@ impl Upstream {
         path_and_query: &str,
         headers: &HeaderMap,
         body: Bytes,
-        timeout: Duration,
+        deadline: tokio::time::Instant,
     ) -> Exchange {
         let url = format!("{}{}", self.base, path_and_query);
         let request = self
@@ -50,7 +48,7 @@ impl Upstream {
             .post(url)
             .headers(end_to_end(headers))
             .body(body);
-        self.exchange(request, timeout).await
+        self.exchange(request, deadline).await
     }
 }
 

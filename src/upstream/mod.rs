@@ -92,8 +92,9 @@ impl Upstream {
         }
     }
 
-    /// Sends one request under the in-flight limit, recording its metrics.
-    async fn exchange(&self, request: reqwest::RequestBuilder, timeout: Duration) -> Exchange {
+    /// Sends one request under the in-flight limit, recording its metrics. The
+    /// wait for a slot counts against `deadline`; nothing is sent once it passed.
+    async fn exchange(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Exchange {
         let Ok(_permit) = self.in_flight.acquire().await else {
             return Exchange::Failed {
                 connect: true,
@@ -101,6 +102,14 @@ impl Upstream {
                 reason: "inletd is stopping".into(),
             };
         };
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        if timeout.is_zero() {
+            return Exchange::Failed {
+                connect: true,
+                timeout: true,
+                reason: "the deadline passed while waiting for an upstream slot".into(),
+            };
+        }
         self.metrics.in_flight.increment(1.0);
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, async {
