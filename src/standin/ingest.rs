@@ -73,6 +73,7 @@ pub(super) async fn serve(
         message_count: 0,
     });
     let (seq, fault) = shared.arrive(endpoint == Endpoint::Batch, record);
+    let _concurrent = shared.concurrency.enter();
 
     let delay = match fault {
         Some(Fault::Delay { ms }) => Duration::from_millis(ms),

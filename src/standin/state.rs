@@ -65,11 +65,41 @@ struct Inner {
     counters: Counters,
 }
 
+/// Counts requests in progress; the high-water mark shows a client's concurrency limit.
+#[derive(Default)]
+pub(super) struct Concurrency {
+    now: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Concurrency {
+    /// Counts one request until the guard drops (answered, or abandoned by the client).
+    pub fn enter(&self) -> ConcurrencyGuard<'_> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        ConcurrencyGuard(self)
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
+pub(super) struct ConcurrencyGuard<'a>(&'a Concurrency);
+
+impl Drop for ConcurrencyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 pub(super) struct Shared {
     pub config: StandInConfig,
     pub inlet_id: String,
     /// Cancelled when `run`'s shutdown future resolves.
     pub shutdown: CancellationToken,
+    /// Ingestion requests being answered right now, and the most ever at once.
+    pub concurrency: Concurrency,
     salt: u32,
     next_id: AtomicU64,
     inner: Mutex<Inner>,
@@ -90,6 +120,7 @@ impl Shared {
             config,
             inlet_id,
             shutdown: CancellationToken::new(),
+            concurrency: Concurrency::default(),
             salt: rand::random(),
             next_id: AtomicU64::new(1),
             inner: Mutex::new(Inner::default()),
@@ -228,6 +259,11 @@ impl StandInHandle {
     /// Every message accepted with an `xactionId`, in order (empty when not recording).
     pub fn delivered(&self) -> Vec<Delivered> {
         self.shared.lock().delivered.clone()
+    }
+
+    /// The most ingestion requests the stand-in was answering at once.
+    pub fn max_concurrent_requests(&self) -> usize {
+        self.shared.concurrency.max() as usize
     }
 
     /// Number of `POST /collection/batch/*` received (counted even when not recording).

@@ -336,3 +336,25 @@ async fn upstream_401_and_403_reach_only_that_keys_callers() {
     assert_eq!(none.status, 401, "{}", none.text);
     assert_eq!(bad.body["statusCode"], 403);
 }
+
+#[tokio::test]
+async fn never_more_than_max_in_flight_upstream_requests() {
+    let standin = StandInConfig {
+        latency: std::time::Duration::from_millis(50),
+        ..Default::default()
+    };
+    let app = Arc::new(
+        TestApp::start_with(standin, |c| {
+            c.max_in_flight = 2;
+            c.max_batch_messages = 1;
+        })
+        .await,
+    );
+    let bodies = (0..12).map(|i| message(&format!("f{i}"), "")).collect();
+    let answers = send_all(&app, bodies).await;
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    assert_eq!(app.standin.batch_requests(), 12);
+    let max = app.standin.max_concurrent_requests();
+    assert!(max <= 2, "the stand-in saw {max} requests at once");
+    assert_eq!(max, 2, "the limit is used, not just respected");
+}
