@@ -45,13 +45,11 @@ fn bad_values_stop_start_up_naming_the_key() {
     assert_ne!(code, 0);
     assert!(err.contains("max_batch_mesages"), "{err}");
 
-    let (code, _, err) =
-        run(inletd().args(["--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:0"]));
-    assert_ne!(
-        code, 0,
-        "binding a privileged port as a test user fails, or the port is taken"
-    );
-    assert!(err.contains("listen"), "{err}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = run(inletd().args(["--listen", &taken, "--admin-listen", "127.0.0.1:0"]));
+    assert_ne!(code, 0, "a taken port stops start-up");
+    assert!(err.contains("`listen`"), "{err}");
 }
 
 #[test]
