@@ -72,6 +72,19 @@ impl Ingest {
         Ok(())
     }
 
+    /// Answers an error. Refusals at the door (400, 413, 429, 503) are counted
+    /// in the results here; outcomes that came through a reply were counted there.
+    fn refuse(&self, error: Error) -> axum::response::Response {
+        self.count_refused(&error);
+        axum::response::IntoResponse::into_response(error)
+    }
+
+    fn count_refused(&self, error: &Error) {
+        if !matches!(error, Error::Upstream { .. } | Error::Timeout) {
+            self.metrics.message_result(error.status().as_u16());
+        }
+    }
+
     /// Reads the request body, refusing more than `max` bytes or a stalled upload.
     async fn read_body(&self, body: Body, max: usize) -> Result<Bytes, Error> {
         let read = axum::body::to_bytes(body, max);

@@ -19,7 +19,7 @@ pub async fn single(
     body: Body,
 ) -> Response {
     if let Err(e) = ingest.check_open() {
-        return e.into_response();
+        return ingest.refuse(e);
     }
     if forward::goes_one_to_one(query.as_deref(), &headers) {
         return forward::forward(&ingest, &uri, &headers, body).await;
@@ -49,7 +49,7 @@ pub async fn single(
     .await;
     match result {
         Ok(outcome) => respond::single(&connection_id, outcome),
-        Err(e) => e.into_response(),
+        Err(e) => ingest.refuse(e),
     }
 }
 
@@ -62,7 +62,7 @@ pub async fn batch(
     body: Body,
 ) -> Response {
     if let Err(e) = ingest.check_open() {
-        return e.into_response();
+        return ingest.refuse(e);
     }
     let result = async {
         let body = ingest.read_body(body, MAX_REQUEST_BYTES).await?;
@@ -98,7 +98,10 @@ pub async fn batch(
                     Some(rx) => respond::wait(rx, deadline).await,
                     None => Err(Error::Draining),
                 },
-                Err(e) => Err(e),
+                Err(e) => {
+                    ingest.count_refused(&e);
+                    Err(e)
+                }
             });
         }
         Ok::<_, Error>(results)
@@ -106,7 +109,7 @@ pub async fn batch(
     .await;
     match result {
         Ok(results) => respond::batch(&connection_id, results),
-        Err(e) => e.into_response(),
+        Err(e) => ingest.refuse(e),
     }
 }
 

@@ -29,8 +29,13 @@ async fn counters_and_histograms_match_the_traffic() {
     for t in tasks {
         t.await.unwrap();
     }
+    assert_eq!(app.send("conn-xyz42", "not json").await.status, 400);
     let m = app.metrics().await;
-    assert_eq!(metric(&m, "inletd_messages_received_total"), 25.0, "{m}");
+    assert_eq!(
+        metric(&m, "inletd_messages_received_total"),
+        25.0,
+        "refusals are not received: {m}"
+    );
     assert_eq!(
         metric(&m, r#"inletd_message_results_total{status="200"}"#),
         24.0,
@@ -38,8 +43,8 @@ async fn counters_and_histograms_match_the_traffic() {
     );
     assert_eq!(
         metric(&m, r#"inletd_message_results_total{status="400"}"#),
-        1.0,
-        "{m}"
+        2.0,
+        "the upstream's per-message 400 and the refusal at the door: {m}"
     );
     let batches = app.standin.batch_requests() as f64;
     let sent: f64 = ["count", "bytes", "linger", "shutdown"]
