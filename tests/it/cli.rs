@@ -148,3 +148,73 @@ async fn sigterm_drains_and_exits_zero() {
     );
     assert_eq!(handle.delivered().len(), 1);
 }
+
+/// A one-shot HTTP proxy stand-in: records the request line, answers a 207 for one message.
+async fn fake_proxy() -> (std::net::SocketAddr, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until the body of the (small) request has arrived.
+        while !seen.windows(2).any(|w| w == b"]}") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let body = r#"{"inletId":"i","batchId":"b","receivedTimeMs":1,"responses":[{"xactionId":"via-proxy"}]}"#;
+        let answer = format!(
+            "HTTP/1.1 207 Multi-Status\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        text.lines().next().unwrap_or_default().to_owned()
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn the_usual_proxy_variables_are_honoured() {
+    let (proxy, seen) = fake_proxy().await;
+    let port = |()| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (listen, admin) = (port(()), port(()));
+    // The upstream host does not resolve: only the proxy can have carried the request.
+    let mut child = inletd()
+        .env("HTTP_PROXY", format!("http://{proxy}"))
+        .args(["--upstream", "http://aep.invalid", "--linger", "1ms"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    assert!(lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("inletd ready")));
+    let url = format!("http://127.0.0.1:{listen}/collection/c");
+    let answer = crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["xactionId"], "via-proxy");
+    assert_eq!(
+        seen.await.unwrap(),
+        "POST http://aep.invalid/collection/batch/c HTTP/1.1"
+    );
+}

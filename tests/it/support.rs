@@ -78,7 +78,7 @@ impl TestApp {
             addr,
             admin,
             standin: handle,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
             stop: Some(stop),
             task: Some(task),
             standin_stop,
