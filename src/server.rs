@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 /// keep-alive connection is closed after it: slow or stuck clients cannot pile up.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Largest read buffer per connection (headers must fit in it).
+pub const MAX_READ_BUFFER: usize = 64 * 1024;
+
 /// Serves `router` on `listener` until `stop`, then waits (up to `finish`)
 /// for the requests in progress.
 pub async fn serve(
@@ -29,6 +32,9 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Caps each connection's read buffer (hyper's default is ~400 KiB): with
+        // many producers, buffers would otherwise dwarf max_buffered_bytes.
+        .max_buf_size(MAX_READ_BUFFER)
         .keep_alive(true);
     loop {
         let (stream, peer) = tokio::select! {

@@ -27,13 +27,13 @@ pub fn goes_one_to_one(query: Option<&str>, headers: &HeaderMap) -> bool {
 
 /// Forwards the request as it came and returns the upstream's answer as it came.
 pub async fn forward(ingest: &Ingest, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
-    let body = match ingest.read_body(body, MAX_REQUEST_BYTES).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
+    let received = match ingest.receive(headers, body, MAX_REQUEST_BYTES).await {
+        Ok(r) => r,
+        Err(e) => return ingest.refuse(e),
     };
-    let mut admitted = match ingest.admit(vec![body.clone()]) {
+    let mut admitted = match ingest.admit(vec![received.body], received.permit) {
         Ok(a) => a,
-        Err(e) => return e.into_response(),
+        Err(e) => return ingest.refuse(e),
     };
     let Some(admitted) = admitted.pop() else {
         return Error::BadShape("empty request").into_response();
@@ -44,7 +44,7 @@ pub async fn forward(ingest: &Ingest, uri: &Uri, headers: &HeaderMap, body: Body
         .forward(
             path,
             headers,
-            body,
+            admitted.message.body.clone(),
             tokio::time::Instant::now() + ingest.request_timeout,
         )
         .await;

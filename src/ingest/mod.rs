@@ -15,10 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
-use bytes::Bytes;
-use tokio::sync::Semaphore;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -85,38 +88,54 @@ impl Ingest {
         }
     }
 
-    /// Reads the request body, refusing more than `max` bytes or a stalled upload.
-    async fn read_body(&self, body: Body, max: usize) -> Result<Bytes, Error> {
-        let read = axum::body::to_bytes(body, max);
-        match tokio::time::timeout(self.request_timeout, read).await {
-            Ok(Ok(bytes)) => Ok(bytes),
-            Ok(Err(_)) => Err(Error::BodyTooLarge { max }),
-            Err(_) => Err(Error::SlowBody),
+    /// Reserves room for the body in the memory bound *before* reading it (by
+    /// its `Content-Length`, or `max` when it has none), so a refused body is
+    /// never read: 429 at once when full. Then reads it into one buffer of that
+    /// size, refusing more than `max` bytes or a stalled upload.
+    async fn receive(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        max: usize,
+    ) -> Result<Received, Error> {
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > max) {
+            return Err(Error::BodyTooLarge { max });
         }
+        let reserve = declared.unwrap_or(max);
+        let weight = u32::try_from(reserve).map_err(|_| Error::BodyTooLarge { max })?;
+        let Ok(permit) = self.permits.clone().try_acquire_many_owned(weight) else {
+            self.metrics.shed.increment(1);
+            return Err(Error::BufferFull);
+        };
+        let read = read_limited(body, reserve, max);
+        let body = match tokio::time::timeout(self.request_timeout, read).await {
+            Ok(result) => result?,
+            Err(_) => return Err(Error::SlowBody),
+        };
+        Ok(Received { body, permit })
     }
 
-    /// Reserves room for messages of these sizes, all or none: 429 when full.
-    fn admit(&self, bodies: Vec<Bytes>) -> Result<Vec<Admitted>, Error> {
-        let total: usize = bodies.iter().map(Bytes::len).sum();
-        let weight = u32::try_from(total).map_err(|_| Error::BodyTooLarge {
-            max: MAX_REQUEST_BYTES,
-        })?;
-        let mut permit = match self.permits.clone().try_acquire_many_owned(weight) {
-            Ok(p) => p,
-            Err(_) => {
-                self.metrics.shed.increment(1);
-                return Err(Error::BufferFull);
-            }
-        };
+    /// Turns messages (slices of a received body) into accepted messages, each
+    /// with its own exact-size copy and its share of the body's permit; the rest
+    /// of the permit is released.
+    fn admit(
+        &self,
+        bodies: Vec<Bytes>,
+        mut permit: OwnedSemaphorePermit,
+    ) -> Result<Vec<Admitted>, Error> {
         let accepted = Instant::now();
         let deadline = accepted + self.request_timeout;
-        Ok(bodies
+        bodies
             .into_iter()
-            .map(|body| {
-                // Each message carries its own share, released when it is answered.
-                let share = permit
-                    .split(body.len())
-                    .expect("the permit was sized as the sum of the shares");
+            .map(|slice| {
+                // Messages are slices of the body; their shares always fit in its permit.
+                let share = permit.split(slice.len()).ok_or(Error::BufferFull)?;
+                // A copy, so a buffered message never pins the larger read buffer it came in.
+                let body = Bytes::copy_from_slice(&slice);
                 let (reply, outcome) = Reply::new(
                     accepted,
                     deadline,
@@ -125,11 +144,32 @@ impl Ingest {
                     share,
                     self.drain.token(),
                 );
-                Admitted {
+                Ok(Admitted {
                     message: Message { body, reply },
                     outcome,
-                }
+                })
             })
-            .collect())
+            .collect()
     }
+}
+
+/// A request body read inside the memory bound.
+pub struct Received {
+    pub body: Bytes,
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Reads `body` into a buffer of `capacity`, failing past `max` bytes.
+async fn read_limited(mut body: Body, capacity: usize, max: usize) -> Result<Bytes, Error> {
+    let mut buffer = BytesMut::with_capacity(capacity);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Error::BadShape("the request body could not be read"))?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > max {
+                return Err(Error::BodyTooLarge { max });
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
 }

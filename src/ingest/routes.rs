@@ -26,15 +26,15 @@ pub async fn single(
     }
     let result = async {
         let max = ingest.limits.max_bytes;
-        let body = ingest.read_body(body, max).await?;
-        let message = parse::single(&body)?;
+        let received = ingest.receive(&headers, body, max).await?;
+        let message = parse::single(&received.body)?;
         if !ingest.limits.fits_alone(message.len()) {
             return Err(Error::TooLarge {
                 len: message.len(),
                 max,
             });
         }
-        let mut admitted = ingest.admit(vec![message])?;
+        let mut admitted = ingest.admit(vec![message], received.permit)?;
         let Some(one) = admitted.pop() else {
             return Err(Error::BadShape("no message"));
         };
@@ -65,8 +65,8 @@ pub async fn batch(
         return ingest.refuse(e);
     }
     let result = async {
-        let body = ingest.read_body(body, MAX_REQUEST_BYTES).await?;
-        let checked = parse::batch(&body)?;
+        let received = ingest.receive(&headers, body, MAX_REQUEST_BYTES).await?;
+        let checked = parse::batch(&received.body)?;
         let max = ingest.limits.max_bytes;
         let checked: Vec<_> = checked
             .into_iter()
@@ -81,7 +81,7 @@ pub async fn batch(
             .iter()
             .filter_map(|m| m.as_ref().ok().cloned())
             .collect();
-        let admitted = ingest.admit(good)?;
+        let admitted = ingest.admit(good, received.permit)?;
         let (messages, mut waits): (Vec<_>, Vec<_>) =
             admitted.into_iter().map(|a| (a.message, a.outcome)).unzip();
         let key = BatchKey::new(&connection_id, &headers);

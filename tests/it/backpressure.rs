@@ -123,3 +123,40 @@ async fn a_producer_that_leaves_early_changes_nothing_for_the_others() {
         .count();
     assert_eq!(count, 1, "delivered exactly once");
 }
+
+#[tokio::test]
+async fn a_body_that_cannot_fit_is_refused_before_it_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::start(|c| {
+        c.max_batch_bytes = 1_000;
+        c.max_buffered_bytes = 1_000;
+        c.request_timeout = ms(60_000);
+    })
+    .await;
+    app.standin.push_faults([Fault::Hang]);
+    let holder = {
+        let (client, url) = (app.client.clone(), app.url("/collection/c"));
+        let body = message("held", &format!(r#","pad":"{}""#, "x".repeat(500)));
+        tokio::spawn(async move { crate::support::post(&client, &url, body, &[]).await })
+    };
+    let admin = app.admin;
+    eventually("the first message holds the buffer", || async move {
+        let text = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric(&text, "inletd_buffered_messages") == 1.0
+    })
+    .await;
+    // Headers only: the body never comes. Reading it first would hang until request_timeout.
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = "POST /collection/c HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 900\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = stream.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    holder.abort();
+}
