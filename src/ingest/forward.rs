@@ -31,7 +31,8 @@ pub async fn forward(ingest: &Ingest, uri: &Uri, headers: &HeaderMap, body: Body
         Ok(r) => r,
         Err(e) => return ingest.refuse(e),
     };
-    let mut admitted = match ingest.admit(vec![received.body], received.permit) {
+    let whole = received.body.clone();
+    let mut admitted = match ingest.admit(received, vec![whole]) {
         Ok(a) => a,
         Err(e) => return ingest.refuse(e),
     };

@@ -111,7 +111,8 @@ impl Ingest {
             self.metrics.shed.increment(1);
             return Err(Error::BufferFull);
         };
-        let read = read_limited(body, reserve, max);
+        // A declared length (reserved, at most `max`) is allocated at once; an unknown one grows.
+        let read = read_limited(body, declared.unwrap_or(16 * 1024), max);
         let body = match tokio::time::timeout(self.request_timeout, read).await {
             Ok(result) => result?,
             Err(_) => return Err(Error::SlowBody),
@@ -120,13 +121,14 @@ impl Ingest {
     }
 
     /// Turns messages (slices of a received body) into accepted messages, each
-    /// with its own exact-size copy and its share of the body's permit; the rest
-    /// of the permit is released.
-    fn admit(
-        &self,
-        bodies: Vec<Bytes>,
-        mut permit: OwnedSemaphorePermit,
-    ) -> Result<Vec<Admitted>, Error> {
+    /// with its share of the body's permit; the rest of the permit and the body
+    /// buffer are released. A message much smaller than the body is copied out,
+    /// so it never pins the larger buffer: memory held stays what is counted.
+    fn admit(&self, received: Received, bodies: Vec<Bytes>) -> Result<Vec<Admitted>, Error> {
+        let Received {
+            body: whole,
+            mut permit,
+        } = received;
         let accepted = Instant::now();
         let deadline = accepted + self.request_timeout;
         bodies
@@ -134,8 +136,11 @@ impl Ingest {
             .map(|slice| {
                 // Messages are slices of the body; their shares always fit in its permit.
                 let share = permit.split(slice.len()).ok_or(Error::BufferFull)?;
-                // A copy, so a buffered message never pins the larger read buffer it came in.
-                let body = Bytes::copy_from_slice(&slice);
+                let body = if slice.len() * 2 < whole.len() {
+                    Bytes::copy_from_slice(&slice)
+                } else {
+                    slice
+                };
                 let (reply, outcome) = Reply::new(
                     accepted,
                     deadline,

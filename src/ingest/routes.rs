@@ -34,7 +34,7 @@ pub async fn single(
                 max,
             });
         }
-        let mut admitted = ingest.admit(vec![message], received.permit)?;
+        let mut admitted = ingest.admit(received, vec![message])?;
         let Some(one) = admitted.pop() else {
             return Err(Error::BadShape("no message"));
         };
@@ -68,20 +68,22 @@ pub async fn batch(
         let received = ingest.receive(&headers, body, MAX_REQUEST_BYTES).await?;
         let checked = parse::batch(&received.body)?;
         let max = ingest.limits.max_bytes;
-        let checked: Vec<_> = checked
+        // `plan` keeps each entry's place (Ok: accepted) without holding body bytes.
+        let mut good = Vec::with_capacity(checked.len());
+        let plan: Vec<Result<(), Error>> = checked
             .into_iter()
             .map(|m| match m {
                 Ok(m) if !ingest.limits.fits_alone(m.len()) => {
                     Err(Error::TooLarge { len: m.len(), max })
                 }
-                other => other,
+                Ok(m) => {
+                    good.push(m);
+                    Ok(())
+                }
+                Err(e) => Err(e),
             })
             .collect();
-        let good = checked
-            .iter()
-            .filter_map(|m| m.as_ref().ok().cloned())
-            .collect();
-        let admitted = ingest.admit(good, received.permit)?;
+        let admitted = ingest.admit(received, good)?;
         let (messages, mut waits): (Vec<_>, Vec<_>) =
             admitted.into_iter().map(|a| (a.message, a.outcome)).unzip();
         let key = BatchKey::new(&connection_id, &headers);
@@ -90,9 +92,9 @@ pub async fn batch(
             .submit(key, messages)
             .map_err(|_| Error::Draining)?;
         let deadline = tokio::time::Instant::now() + ingest.request_timeout;
-        let mut results = Vec::with_capacity(checked.len());
+        let mut results = Vec::with_capacity(plan.len());
         let mut waits = waits.drain(..);
-        for check in checked {
+        for check in plan {
             results.push(match check {
                 Ok(_) => match waits.next() {
                     Some(rx) => respond::wait(rx, deadline).await,
