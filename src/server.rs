@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest read buffer per connection (headers must fit in it).
-pub const MAX_READ_BUFFER: usize = 64 * 1024;
+pub const MAX_READ_BUFFER: usize = 16 * 1024;
 
 /// Serves `router` on `listener` until `stop`, then waits (up to `finish`)
 /// for the requests in progress.

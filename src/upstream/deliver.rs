@@ -55,8 +55,10 @@ impl Upstream {
             let Some(deadline) = part.deadline() else {
                 continue;
             };
-            let request = self.batch_request(&key, &part.messages);
-            let exchange = self.exchange(request, deadline).await;
+            let messages = &part.messages;
+            let exchange = self
+                .exchange(|| self.batch_request(&key, messages), deadline)
+                .await;
             self.act(&key, part, exchange, &mut work);
         }
     }

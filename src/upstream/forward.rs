@@ -43,11 +43,12 @@ impl Upstream {
         deadline: tokio::time::Instant,
     ) -> Exchange {
         let url = format!("{}{}", self.base, path_and_query);
-        let request = self
-            .client
-            .post(url)
-            .headers(end_to_end(headers))
-            .body(body);
+        let request = || {
+            self.client
+                .post(url)
+                .headers(end_to_end(headers))
+                .body(body)
+        };
         self.exchange(request, deadline).await
     }
 }

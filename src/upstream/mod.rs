@@ -94,7 +94,13 @@ impl Upstream {
 
     /// Sends one request under the in-flight limit, recording its metrics. The
     /// wait for a slot counts against `deadline`; nothing is sent once it passed.
-    async fn exchange(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Exchange {
+    /// The request is built only once a slot is held, so batches waiting for a
+    /// slot do not also hold a copy of their body.
+    async fn exchange(
+        &self,
+        request: impl FnOnce() -> reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Exchange {
         let Ok(_permit) = self.in_flight.acquire().await else {
             return Exchange::Failed {
                 connect: true,
@@ -110,6 +116,7 @@ impl Upstream {
                 reason: "the deadline passed while waiting for an upstream slot".into(),
             };
         }
+        let request = request();
         self.metrics.in_flight.increment(1.0);
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, async {
