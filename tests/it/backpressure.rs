@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use inletd::standin::Fault;
 
-use crate::support::{eventually, message, metric, ms, TestApp};
+use crate::support::{eventually, message, metric, ms, wait_for_metric, TestApp};
 
 #[tokio::test]
 async fn bad_bodies_get_400_and_nothing_goes_upstream() {
@@ -73,15 +73,11 @@ async fn a_full_buffer_answers_429_with_retry_after_at_once() {
         tokio::spawn(async move { app.send("c", body).await })
     };
     let admin = app.admin;
-    eventually("the first message holds the buffer", || async move {
-        let text = reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric(&text, "inletd_buffered_messages") == 1.0
-    })
+    wait_for_metric(
+        &format!("http://{admin}/metrics"),
+        "inletd_buffered_messages",
+        1.0,
+    )
     .await;
     let refused = app.send("c", message("second", &pad)).await;
     assert_eq!(refused.status, 429, "{}", refused.text);
@@ -140,15 +136,11 @@ async fn a_body_that_cannot_fit_is_refused_before_it_is_read() {
         tokio::spawn(async move { crate::support::post(&client, &url, body, &[]).await })
     };
     let admin = app.admin;
-    eventually("the first message holds the buffer", || async move {
-        let text = reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric(&text, "inletd_buffered_messages") == 1.0
-    })
+    wait_for_metric(
+        &format!("http://{admin}/metrics"),
+        "inletd_buffered_messages",
+        1.0,
+    )
     .await;
     // Headers only: the body never comes. Reading it first would hang until request_timeout.
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();

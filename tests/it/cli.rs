@@ -118,15 +118,11 @@ async fn sigterm_drains_and_exits_zero() {
     let waiting = tokio::spawn(async move {
         crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await
     });
-    crate::support::eventually("the message is buffered", || async move {
-        let m = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        crate::support::metric(&m, "inletd_buffered_messages") == 1.0
-    })
+    crate::support::wait_for_metric(
+        &format!("http://127.0.0.1:{admin}/metrics"),
+        "inletd_buffered_messages",
+        1.0,
+    )
     .await;
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -5,26 +5,10 @@ use std::sync::Arc;
 
 use inletd::standin::{Fault, StandInConfig};
 
-use crate::support::{message, TestApp};
+use crate::support::{message, send_all, TestApp};
 
 fn poison(id: &str) -> String {
     message(id, r#","standin":{"poison":true}"#)
-}
-
-/// Sends `bodies` concurrently, returns the answers in order.
-async fn send_all(app: &Arc<TestApp>, bodies: Vec<String>) -> Vec<crate::support::Answer> {
-    let tasks: Vec<_> = bodies
-        .into_iter()
-        .map(|b| {
-            let app = app.clone();
-            tokio::spawn(async move { app.send("c", b).await })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out
 }
 
 #[tokio::test]
@@ -42,6 +26,7 @@ async fn partial_failure_answers_each_message_alone() {
     .await;
     let answers = send_all(
         &app,
+        "c",
         vec![message("a", ""), no_body.clone(), message("b", ""), no_body],
     )
     .await;
@@ -67,6 +52,7 @@ async fn retryable_entries_are_resent_alone_and_successes_never() {
     );
     let answers = send_all(
         &app,
+        "c",
         vec![message("x", ""), flaky.clone(), message("y", "")],
     )
     .await;
@@ -222,6 +208,7 @@ async fn answers_that_do_not_line_up_never_claim_delivery() {
         app.standin.push_faults([fault.clone()]);
         let answers = send_all(
             &app,
+            "c",
             vec![message("a", ""), message("b", ""), message("c", "")],
         )
         .await;
@@ -268,7 +255,7 @@ async fn a_413_splits_the_batch_until_it_fits() {
     );
     let pad = format!(r#","pad":"{}""#, "x".repeat(300));
     let bodies: Vec<String> = (0..8).map(|i| message(&format!("s{i}"), &pad)).collect();
-    let answers = send_all(&app, bodies).await;
+    let answers = send_all(&app, "c", bodies).await;
     assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
     assert_eq!(app.standin.delivered().len(), 8, "each delivered once");
     assert_eq!(app.standin.requests()[0].status, 413);
@@ -301,7 +288,7 @@ async fn a_whole_batch_400_is_bisected_so_the_innocent_are_delivered() {
     );
     let mut bodies: Vec<String> = (0..8).map(|i| message(&format!("i{i}"), "")).collect();
     bodies[5] = poison("culprit");
-    let answers = send_all(&app, bodies).await;
+    let answers = send_all(&app, "c", bodies).await;
     for (i, a) in answers.iter().enumerate() {
         let want = if i == 5 { 400 } else { 200 };
         assert_eq!(a.status, want, "message {i}: {}", a.text);
@@ -351,7 +338,7 @@ async fn never_more_than_max_in_flight_upstream_requests() {
         .await,
     );
     let bodies = (0..12).map(|i| message(&format!("f{i}"), "")).collect();
-    let answers = send_all(&app, bodies).await;
+    let answers = send_all(&app, "c", bodies).await;
     assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
     assert_eq!(app.standin.batch_requests(), 12);
     let max = app.standin.max_concurrent_requests();

@@ -2,25 +2,16 @@
 
 use std::sync::Arc;
 
-use crate::support::{message, metric, ms, TestApp};
+use crate::support::{message, metric, ms, send_all, wait_for_metric, TestApp};
 
 async fn send_many(app: &Arc<TestApp>, n: usize, pad: usize) -> Vec<u16> {
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let app = app.clone();
-            let extra = format!(r#","pad":"{}""#, "p".repeat(pad));
-            tokio::spawn(async move {
-                app.send("c", message(&format!("m{i}"), &extra))
-                    .await
-                    .status
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out
+    let extra = format!(r#","pad":"{}""#, "p".repeat(pad));
+    let bodies = (0..n).map(|i| message(&format!("m{i}"), &extra)).collect();
+    send_all(app, "c", bodies)
+        .await
+        .iter()
+        .map(|a| a.status)
+        .collect()
 }
 
 #[tokio::test]
@@ -86,20 +77,11 @@ async fn shutdown_flushes_what_is_buffered_and_answers_it() {
         );
     let standin = app.standin.clone();
     let admin = app.admin;
-    crate::support::eventually("the message is buffered", || {
-        let client = reqwest::Client::new();
-        async move {
-            let text = client
-                .get(format!("http://{admin}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            metric(&text, "inletd_buffered_messages") == 1.0
-        }
-    })
+    wait_for_metric(
+        &format!("http://{admin}/metrics"),
+        "inletd_buffered_messages",
+        1.0,
+    )
     .await;
     app.begin_shutdown();
     let answer = waiting.await.unwrap();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use inletd::standin::Fault;
 
-use crate::support::{eventually, message, metric, ms, post, TestApp};
+use crate::support::{eventually, message, ms, post, wait_for_metric, TestApp};
 
 #[tokio::test]
 async fn drain_refuses_new_work_and_delivers_accepted_work() {
@@ -15,15 +15,11 @@ async fn drain_refuses_new_work_and_delivers_accepted_work() {
     let (c, url) = (client.clone(), app.url("/collection/c"));
     let accepted = tokio::spawn(async move { post(&c, &url, message("accepted", ""), &[]).await });
     let admin = app.admin;
-    eventually("the message is in flight upstream", || async move {
-        let text = reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric(&text, "inletd_in_flight_requests") == 1.0
-    })
+    wait_for_metric(
+        &format!("http://{admin}/metrics"),
+        "inletd_in_flight_requests",
+        1.0,
+    )
     .await;
     app.begin_shutdown();
     eventually("readyz turns 503", || {
@@ -71,15 +67,11 @@ async fn past_the_grace_period_what_is_left_is_answered_503() {
     let (client, url) = (app.client.clone(), app.url("/collection/c"));
     let waiting = tokio::spawn(async move { post(&client, &url, message("stuck", ""), &[]).await });
     let admin = app.admin;
-    eventually("the message is in flight upstream", || async move {
-        let text = reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric(&text, "inletd_in_flight_requests") == 1.0
-    })
+    wait_for_metric(
+        &format!("http://{admin}/metrics"),
+        "inletd_in_flight_requests",
+        1.0,
+    )
     .await;
     let app = Arc::into_inner(app).expect("only the test holds the app");
     let report = app.stop().await;

@@ -203,3 +203,38 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Waits until the metric `series` at `metrics_url` reads `value`.
+pub async fn wait_for_metric(metrics_url: &str, series: &str, value: f64) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    eventually(&format!("{series} reaches {value}"), || {
+        let request = client.get(metrics_url).send();
+        async move {
+            match request.await {
+                Ok(r) => metric(&r.text().await.unwrap_or_default(), series) == value,
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+}
+
+/// Sends `bodies` to `/collection/{connection}` concurrently; the answers in order.
+pub async fn send_all(
+    app: &std::sync::Arc<TestApp>,
+    connection: &str,
+    bodies: Vec<String>,
+) -> Vec<Answer> {
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let (app, connection) = (app.clone(), connection.to_owned());
+            tokio::spawn(async move { app.send(&connection, body).await })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.expect("sender task"));
+    }
+    answers
+}
