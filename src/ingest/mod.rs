@@ -57,6 +57,7 @@ pub fn router(ingest: Ingest) -> Router {
         .route("/collection/batch/{connection_id}", post(routes::batch))
         .route("/collection/{connection_id}", post(routes::single))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(ingest)
 }
 

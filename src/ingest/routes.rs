@@ -115,6 +115,21 @@ pub async fn batch(
     }
 }
 
+/// A known path with a method other than POST: a JSON 405.
+pub async fn method_not_allowed(method: axum::http::Method) -> Response {
+    let body = serde_json::json!({
+        "statusCode": 405,
+        "message": format!("{method} is not supported here: send messages with POST"),
+    });
+    let mut response =
+        (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        axum::http::header::ALLOW,
+        axum::http::HeaderValue::from_static("POST"),
+    );
+    response
+}
+
 /// Anything else: a JSON 404 naming the routes that exist.
 pub async fn not_found(uri: Uri) -> Response {
     let body = serde_json::json!({

@@ -27,6 +27,21 @@ async fn bad_bodies_get_400_and_nothing_goes_upstream() {
         let a = app.post("/collection/batch/c", bad, &[]).await;
         assert_eq!(a.status, 400, "{bad:?}: {}", a.text);
     }
+    let wrong_method = app
+        .client
+        .get(app.url("/collection/c"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    let body: serde_json::Value =
+        serde_json::from_str(&wrong_method.text().await.unwrap()).unwrap();
+    assert_eq!(body["statusCode"], 405);
+    let nowhere = app.post("/nowhere", "{}", &[]).await;
+    assert_eq!(
+        (nowhere.status, nowhere.body["statusCode"].as_u64()),
+        (404, Some(404))
+    );
     assert!(app.standin.requests().is_empty());
 }
 
