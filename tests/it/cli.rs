@@ -64,6 +64,13 @@ fn help_documents_every_key_with_its_default() {
 }
 
 #[test]
+fn version_names_the_build() {
+    let (code, out, _) = run(inletd().arg("--version"));
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("inletd {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
 fn check_config_prints_the_layered_values() {
     let (code, out, err) =
         run(inletd()
