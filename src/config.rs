@@ -206,6 +206,7 @@ config_keys! {
     request_timeout: HumanDuration = "10s", "Longest a producer waits for its answer (then 504: the message may still be delivered).";
     max_buffered_bytes: u64 = "67108864", "Memory bound: bytes of messages accepted and not yet answered; past it producers get 429.";
     shutdown_grace: HumanDuration = "20s", "How long SIGTERM waits for buffered and in-flight work before exiting.";
+    producer_idle_timeout: HumanDuration = "30s", "Longest a producer connection may take to send a request's headers, or sit idle between requests, before it is closed.";
     log_format: LogFormat = "text", "Log line format: text or json.";
     log_level: String = "info", "Log filter (tracing EnvFilter syntax, e.g. `info,inletd=debug`); RUST_LOG wins when set.";
 }
@@ -323,6 +324,12 @@ impl Config {
             return Err(invalid(
                 "linger",
                 "must be more than 0 (use 1ms to send almost at once)".into(),
+            ));
+        }
+        if self.producer_idle_timeout.0.is_zero() {
+            return Err(invalid(
+                "producer_idle_timeout",
+                "must be more than 0".into(),
             ));
         }
         if self.request_timeout.0.is_zero() {

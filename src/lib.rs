@@ -145,12 +145,14 @@ impl App {
             listener,
             ingest::router(ingest),
             stop_http.clone(),
+            config.producer_idle_timeout.0,
             finish,
         ));
         let admin = tokio::spawn(server::serve(
             admin_listener,
             admin::router(metrics.clone(), phases.draining.clone()),
             stop_http.clone(),
+            config.producer_idle_timeout.0,
             finish,
         ));
         tracing::info!(

@@ -12,26 +12,25 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// A client must send a request's headers within this long, and an idle
-/// keep-alive connection is closed after it: slow or stuck clients cannot pile up.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Largest read buffer per connection (headers must fit in it).
 pub const MAX_READ_BUFFER: usize = 16 * 1024;
 
 /// Serves `router` on `listener` until `stop`, then waits (up to `finish`)
-/// for the requests in progress.
+/// for the requests in progress. A client must send a request's headers
+/// within `idle_timeout`, and a keep-alive connection idle that long is
+/// closed: slow or stuck clients cannot pile up.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,
+    idle_timeout: Duration,
     finish: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(idle_timeout)
         // Caps each connection's read buffer (hyper's default is ~400 KiB): with
         // many producers, buffers would otherwise dwarf max_buffered_bytes.
         .max_buf_size(MAX_READ_BUFFER)

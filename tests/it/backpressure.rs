@@ -167,3 +167,40 @@ async fn a_body_that_cannot_fit_is_refused_before_it_is_read() {
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
     holder.abort();
 }
+
+#[tokio::test]
+async fn slow_or_idle_producer_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::start(|c| c.producer_idle_timeout = ms(200)).await;
+    // Headers that never finish.
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"POST /collection/c HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // A keep-alive connection that goes quiet after one request.
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let body = message("m", "");
+    let request = format!(
+        "POST /collection/c HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    idle.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Both are closed by inletd (read returns 0 or an error), not by the test.
+    for stream in [&mut slow, &mut idle] {
+        // The bound only keeps a broken build from hanging the suite.
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        });
+        assert!(closed.await.is_ok(), "inletd left the connection open");
+    }
+    // The listener itself still serves.
+    assert_eq!(app.send("c", message("after", "")).await.status, 200);
+}
