@@ -6,7 +6,7 @@
 //! bisect on 400, or fail the part. Nothing is resent after its entry came
 //! back, and nothing is retried past the callers' deadline.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,8 +98,9 @@ impl Upstream {
         };
         match verdict {
             Verdict::Answer(answer) => {
-                let mut resend = Vec::new();
-                let mut last = (0, String::new());
+                // Resent messages are grouped by their entry's status, so each
+                // gets its own entry's status if the retries run out.
+                let mut resend: BTreeMap<u16, (Vec<Message>, String)> = BTreeMap::new();
                 for (message, entry) in part.messages.into_iter().zip(answer.entries) {
                     match entry {
                         Entry::Delivered { xaction_id } => message.reply.send(Outcome::Delivered {
@@ -111,27 +112,19 @@ impl Upstream {
                         Entry::Final {
                             status,
                             message: text,
-                        } => {
-                            message.reply.send(Outcome::failed(status, text));
-                        }
+                        } => message.reply.send(Outcome::failed(status, text)),
                         Entry::Retry {
                             status,
                             message: text,
                         } => {
-                            last = (status, text);
-                            resend.push(message);
+                            let group = resend.entry(status).or_insert_with(|| (Vec::new(), text));
+                            group.0.push(message);
                         }
                     }
                 }
-                if !resend.is_empty() {
-                    let (status, text) = last;
-                    self.retry_later(
-                        key,
-                        Part::new(resend, part.retries),
-                        (status, text, false),
-                        retry_after,
-                        work,
-                    );
+                for (status, (messages, text)) in resend {
+                    let part = Part::new(messages, part.retries);
+                    self.retry_later(key, part, (status, text, false), retry_after, work);
                 }
             }
             Verdict::Retry { status, message } => {
