@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use inletd::standin::Fault;
 
-use crate::support::{eventually, message, metric, ms, wait_for_metric, TestApp};
+use crate::support::{eventually, message, metric, ms, TestApp};
 
 #[tokio::test]
 async fn bad_bodies_get_400_and_nothing_goes_upstream() {
@@ -87,13 +87,7 @@ async fn a_full_buffer_answers_429_with_retry_after_at_once() {
         let body = message("held", &pad);
         tokio::spawn(async move { app.send("c", body).await })
     };
-    let admin = app.admin;
-    wait_for_metric(
-        &format!("http://{admin}/metrics"),
-        "inletd_buffered_messages",
-        1.0,
-    )
-    .await;
+    app.wait_for_metric("inletd_buffered_messages", 1.0).await;
     let refused = app.send("c", message("second", &pad)).await;
     assert_eq!(refused.status, 429, "{}", refused.text);
     assert!(refused.headers.contains_key("retry-after"));
@@ -150,13 +144,7 @@ async fn a_body_that_cannot_fit_is_refused_before_it_is_read() {
         let body = message("held", &format!(r#","pad":"{}""#, "x".repeat(500)));
         tokio::spawn(async move { crate::support::post(&client, &url, body, &[]).await })
     };
-    let admin = app.admin;
-    wait_for_metric(
-        &format!("http://{admin}/metrics"),
-        "inletd_buffered_messages",
-        1.0,
-    )
-    .await;
+    app.wait_for_metric("inletd_buffered_messages", 1.0).await;
     // Headers only: the body never comes. Reading it first would hang until request_timeout.
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let head = "POST /collection/c HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 900\r\n\r\n";

@@ -26,6 +26,56 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// The `inletd` binary running on free 127.0.0.1 ports, once it said it is ready.
+struct Daemon {
+    child: std::process::Child,
+    listen: u16,
+    admin: u16,
+    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+}
+
+impl Daemon {
+    fn start(mut command: Command, args: &[&str]) -> Daemon {
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap()
+        };
+        let (listen, admin) = (port(), port());
+        let mut child = command
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{listen}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let ready = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("inletd ready"));
+        assert!(ready, "inletd never said it was ready");
+        Daemon {
+            child,
+            listen,
+            admin,
+            lines,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.listen)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn bad_values_stop_start_up_naming_the_key() {
     let (code, _, err) = run(inletd().args(["--linger", "soon"]));
@@ -89,50 +139,25 @@ async fn sigterm_drains_and_exits_zero() {
     let upstream = format!("http://{}", standin.local_addr());
     let handle = standin.handle();
     tokio::spawn(standin.run(std::future::pending()));
-    let port = |()| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (listen, admin) = (port(()), port(()));
-    let mut child = inletd()
-        .args([
+    let mut daemon = Daemon::start(
+        inletd(),
+        &[
             "--upstream",
             &upstream,
             "--linger",
             "1h",
             "--log-format",
             "json",
-        ])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{listen}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("inletd ready"));
-    assert!(ready.is_some(), "inletd never said it was ready");
-    let url = format!("http://127.0.0.1:{listen}/collection/c");
+        ],
+    );
+    let url = daemon.url("/collection/c");
     let waiting = tokio::spawn(async move {
         crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await
     });
-    crate::support::wait_for_metric(
-        &format!("http://127.0.0.1:{admin}/metrics"),
-        "inletd_buffered_messages",
-        1.0,
-    )
-    .await;
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", daemon.admin);
+    crate::support::wait_for_metric(&metrics_url, "inletd_buffered_messages", 1.0).await;
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &daemon.child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -142,8 +167,8 @@ async fn sigterm_drains_and_exits_zero() {
         "flushed at shutdown despite a 1h linger: {}",
         answer.text
     );
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let status = child.wait().unwrap();
+    let rest: Vec<String> = daemon.lines.by_ref().map_while(Result::ok).collect();
+    let status = daemon.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{rest:?}");
     assert!(
         rest.iter().any(|l| l.contains("drain complete")),
@@ -184,36 +209,16 @@ async fn fake_proxy() -> (std::net::SocketAddr, tokio::task::JoinHandle<String>)
 #[tokio::test]
 async fn the_usual_proxy_variables_are_honoured() {
     let (proxy, seen) = fake_proxy().await;
-    let port = |()| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (listen, admin) = (port(()), port(()));
     // The upstream host does not resolve: only the proxy can have carried the request.
-    let mut child = inletd()
-        .env("HTTP_PROXY", format!("http://{proxy}"))
-        .args(["--upstream", "http://aep.invalid", "--linger", "1ms"])
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{listen}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    assert!(lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("inletd ready")));
-    let url = format!("http://127.0.0.1:{listen}/collection/c");
+    let mut command = inletd();
+    command.env("HTTP_PROXY", format!("http://{proxy}"));
+    let daemon = Daemon::start(
+        command,
+        &["--upstream", "http://aep.invalid", "--linger", "1ms"],
+    );
+    let url = daemon.url("/collection/c");
     let answer = crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(daemon);
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert_eq!(answer.body["xactionId"], "via-proxy");
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::support::{message, metric, ms, send_all, wait_for_metric, TestApp};
+use crate::support::{message, metric, ms, send_all, TestApp};
 
 async fn send_many(app: &Arc<TestApp>, n: usize, pad: usize) -> Vec<u16> {
     let extra = format!(r#","pad":"{}""#, "p".repeat(pad));
@@ -76,13 +76,7 @@ async fn shutdown_flushes_what_is_buffered_and_answers_it() {
             async move { crate::support::post(&client, &url, message("m", ""), &[]).await },
         );
     let standin = app.standin.clone();
-    let admin = app.admin;
-    wait_for_metric(
-        &format!("http://{admin}/metrics"),
-        "inletd_buffered_messages",
-        1.0,
-    )
-    .await;
+    app.wait_for_metric("inletd_buffered_messages", 1.0).await;
     app.begin_shutdown();
     let answer = waiting.await.unwrap();
     assert_eq!(answer.status, 200, "{}", answer.text);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use inletd::standin::Fault;
 
-use crate::support::{eventually, message, ms, post, wait_for_metric, TestApp};
+use crate::support::{eventually, message, ms, post, TestApp};
 
 #[tokio::test]
 async fn drain_refuses_new_work_and_delivers_accepted_work() {
@@ -14,13 +14,8 @@ async fn drain_refuses_new_work_and_delivers_accepted_work() {
     let client = reqwest::Client::new();
     let (c, url) = (client.clone(), app.url("/collection/c"));
     let accepted = tokio::spawn(async move { post(&c, &url, message("accepted", ""), &[]).await });
+    app.wait_for_metric("inletd_in_flight_requests", 1.0).await;
     let admin = app.admin;
-    wait_for_metric(
-        &format!("http://{admin}/metrics"),
-        "inletd_in_flight_requests",
-        1.0,
-    )
-    .await;
     app.begin_shutdown();
     eventually("readyz turns 503", || {
         let client = client.clone();
@@ -66,13 +61,7 @@ async fn past_the_grace_period_what_is_left_is_answered_503() {
     app.standin.push_faults([Fault::Hang]);
     let (client, url) = (app.client.clone(), app.url("/collection/c"));
     let waiting = tokio::spawn(async move { post(&client, &url, message("stuck", ""), &[]).await });
-    let admin = app.admin;
-    wait_for_metric(
-        &format!("http://{admin}/metrics"),
-        "inletd_in_flight_requests",
-        1.0,
-    )
-    .await;
+    app.wait_for_metric("inletd_in_flight_requests", 1.0).await;
     let app = Arc::into_inner(app).expect("only the test holds the app");
     let report = app.stop().await;
     assert!(!report.complete, "{report:?}");

@@ -104,6 +104,15 @@ impl TestApp {
             .await
     }
 
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.admin)
+    }
+
+    /// Waits until this instance's metric `series` reads `value`.
+    pub async fn wait_for_metric(&self, series: &str, value: f64) {
+        wait_for_metric(&self.metrics_url(), series, value).await;
+    }
+
     pub async fn metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.admin);
         self.client
