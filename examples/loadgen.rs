@@ -32,17 +32,16 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::Full;
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Uri};
@@ -88,29 +87,6 @@ struct Args {
     /// Runtime worker threads (default: number of CPUs).
     #[arg(long)]
     threads: Option<usize>,
-}
-
-/// A request or response body of at most one chunk, of known length.
-struct Full(Option<Bytes>);
-
-impl Body for Full {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.get_mut().0.take().map(|b| Ok(Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
-    }
 }
 
 /// Where and what to send; shared by all connections.
@@ -283,8 +259,8 @@ enum Outcome {
 
 /// Sends one request and reads its whole answer into `resp_buf`.
 async fn exchange(
-    sender: &mut http1::SendRequest<Full>,
-    req: Request<Full>,
+    sender: &mut http1::SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
     expect: &[u8],
     resp_buf: &mut Vec<u8>,
 ) -> Outcome {
@@ -344,17 +320,18 @@ async fn connection(
                 }
             };
         let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = match http1::handshake::<_, Full>(TokioIo::new(stream)).await {
-            Ok(x) => x,
-            Err(_) => {
-                if w.contains(Instant::now()) {
-                    st.errors += 1;
-                    st.kinds.connect += 1;
+        let (mut sender, conn) =
+            match http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await {
+                Ok(x) => x,
+                Err(_) => {
+                    if w.contains(Instant::now()) {
+                        st.errors += 1;
+                        st.kinds.connect += 1;
+                    }
+                    sleep(Duration::from_millis(20)).await;
+                    continue;
                 }
-                sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
+            };
         // Drives the connection; aborted when we leave it (dropping the
         // sender also ends it).
         let driver = tokio::spawn(conn);
@@ -388,7 +365,7 @@ async fn connection(
             }
             seq += 1;
             let body = next_body(&t, &mut body_buf, idx, seq);
-            let mut req = Request::new(Full(Some(body)));
+            let mut req = Request::new(Full::new(body));
             *req.method_mut() = Method::POST;
             *req.uri_mut() = t.uri.clone();
             let h = req.headers_mut();

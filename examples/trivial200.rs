@@ -19,14 +19,13 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clap::Parser;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -45,38 +44,14 @@ struct Args {
     threads: Option<usize>,
 }
 
-/// A body made of at most one chunk, known length.
-struct Full(Option<Bytes>);
-
-impl Body for Full {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.get_mut().0.take().map(|b| Ok(Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
-    }
-}
-
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Reads the request body to its end, then answers 200.
-async fn handle(req: Request<Incoming>) -> Result<Response<Full>, Infallible> {
+async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let mut body = req.into_body();
-    let mut pinned = Pin::new(&mut body);
     // Drain the body; a broken body still gets an answer (the connection
     // will be closed by hyper anyway).
-    while let Some(frame) = std::future::poll_fn(|cx| pinned.as_mut().poll_frame(cx)).await {
+    while let Some(frame) = body.frame().await {
         if frame.is_err() {
             break;
         }
@@ -88,7 +63,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full>, Infallible> {
     let text = format!(
         r#"{{"inletId":"trivial200","xactionId":"trivial200-{n}","receivedTimeMs":{now_ms},"syncValidation":{{"skipped":true}}}}"#
     );
-    let mut resp = Response::new(Full(Some(Bytes::from(text))));
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)
