@@ -108,11 +108,8 @@ pub fn batch(connection_id: &str, results: Vec<Result<Delivered, Error>>) -> Res
         }
         _ => false,
     };
-    if whole {
-        if let Some(Err(e)) = results.into_iter().next() {
-            return e.into_response();
-        }
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    if let (true, Some(Err(e))) = (whole, results.first()) {
+        return (e.status(), axum::Json(e.body())).into_response();
     }
     let first = results.iter().find_map(|r| r.as_ref().ok());
     let inlet_id = first

@@ -322,6 +322,24 @@ async fn upstream_401_and_403_reach_only_that_keys_callers() {
     assert_eq!(bad.status, 403, "{}", bad.text);
     assert_eq!(none.status, 401, "{}", none.text);
     assert_eq!(bad.body["statusCode"], 403);
+    let batch = format!(
+        r#"{{"messages":[{},{}]}}"#,
+        message("b1", ""),
+        message("b2", "")
+    );
+    let whole = app
+        .post(
+            "/collection/batch/c",
+            batch,
+            &[("authorization", "Bearer bad")],
+        )
+        .await;
+    assert_eq!(
+        whole.status, 403,
+        "a batching client with a bad token gets the whole-request 403: {}",
+        whole.text
+    );
+    assert_eq!(whole.body["statusCode"], 403);
 }
 
 #[tokio::test]
