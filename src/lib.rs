@@ -134,6 +134,7 @@ impl App {
             batcher: handle,
             upstream: upstream.clone(),
             permits: permits.clone(),
+            bound,
             limits,
             request_timeout: config.request_timeout.0,
             metrics: metrics.clone(),

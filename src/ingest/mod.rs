@@ -42,6 +42,8 @@ pub struct Ingest {
     pub upstream: Arc<Upstream>,
     /// One permit per byte of `max_buffered_bytes`.
     pub permits: Arc<Semaphore>,
+    /// The number of those permits: a body larger than this could never be admitted.
+    pub bound: usize,
     pub limits: Limits,
     pub request_timeout: Duration,
     pub metrics: Arc<Metrics>,
@@ -99,6 +101,8 @@ impl Ingest {
         body: Body,
         max: usize,
     ) -> Result<Received, Error> {
+        // Larger than the whole bound: 413 (waiting would never help), not 429.
+        let max = max.min(self.bound);
         let declared = headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())

@@ -93,6 +93,14 @@ async fn a_full_buffer_answers_429_with_retry_after_at_once() {
     assert!(refused.headers.contains_key("retry-after"));
     assert_eq!(refused.body["statusCode"], 429);
     assert_eq!(metric(&app.metrics().await, "inletd_shed_total"), 1.0);
+    // A body larger than the whole bound could never fit: 413, not a 429 to retry forever.
+    let big = format!(
+        r#"{{"messages":[{},{}]}}"#,
+        message("a", &pad),
+        message("b", &pad)
+    );
+    let never = app.post("/collection/batch/c", big, &[]).await;
+    assert_eq!(never.status, 413, "{}", never.text);
     holder.abort();
 }
 
