@@ -65,9 +65,16 @@ impl FromStr for UpstreamUrl {
     }
 }
 
+/// Shown in logs and `check-config`: a password in the URL is redacted.
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match reqwest::Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("REDACTED"));
+                f.write_str(url.as_str().trim_end_matches('/'))
+            }
+            _ => f.write_str(&self.0),
+        }
     }
 }
 
@@ -439,6 +446,9 @@ mod tests {
             "http://127.0.0.1:9"
         );
         assert!("ftp://x".parse::<UpstreamUrl>().is_err());
+        let secret: UpstreamUrl = "https://user:s3cret@aep.example".parse().unwrap();
+        assert_eq!(secret.to_string(), "https://user:REDACTED@aep.example");
+        assert!(secret.as_str().contains("s3cret"), "requests still use it");
         assert!("http://x/?a=b".parse::<UpstreamUrl>().is_err());
         assert_eq!("JSON".parse::<LogFormat>().unwrap(), LogFormat::Json);
         assert!("xml".parse::<LogFormat>().is_err());

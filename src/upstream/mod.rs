@@ -150,7 +150,8 @@ impl Upstream {
                 Exchange::Failed {
                     connect: e.is_connect(),
                     timeout,
-                    reason: error_chain(&e),
+                    // Without the URL: it may carry credentials, and the key is logged anyway.
+                    reason: error_chain(&e.without_url()),
                 }
             }
             Err(_) => {
