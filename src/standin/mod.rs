@@ -110,9 +110,11 @@ impl StandIn {
         use axum::serve::ListenerExt;
 
         let stopping = self.shared.shutdown.clone();
+        let counted = Arc::clone(&self.shared);
         let app = router(self.shared);
         // Small answers on keep-alive connections: don't let Nagle delay them.
-        let listener = self.listener.tap_io(|tcp| {
+        let listener = self.listener.tap_io(move |tcp| {
+            counted.concurrency.connection_accepted();
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::trace!("failed to set TCP_NODELAY: {err}");
             }

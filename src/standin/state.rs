@@ -70,9 +70,16 @@ struct Inner {
 pub(super) struct Concurrency {
     now: AtomicU64,
     max: AtomicU64,
+    connections: AtomicU64,
 }
 
 impl Concurrency {
+    /// Counts one accepted TCP connection (a client that pools keep-alive
+    /// connections opens few).
+    pub fn connection_accepted(&self) {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Counts one request until the guard drops (answered, or abandoned by the client).
     pub fn enter(&self) -> ConcurrencyGuard<'_> {
         let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
@@ -259,6 +266,11 @@ impl StandInHandle {
     /// Every message accepted with an `xactionId`, in order (empty when not recording).
     pub fn delivered(&self) -> Vec<Delivered> {
         self.shared.lock().delivered.clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections_accepted(&self) -> usize {
+        self.shared.concurrency.connections.load(Ordering::SeqCst) as usize
     }
 
     /// The most ingestion requests the stand-in was answering at once.

@@ -363,3 +363,18 @@ async fn never_more_than_max_in_flight_upstream_requests() {
     assert!(max <= 2, "the stand-in saw {max} requests at once");
     assert_eq!(max, 2, "the limit is used, not just respected");
 }
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_kept_alive() {
+    let app = TestApp::start(|c| c.linger = crate::support::ms(1)).await;
+    for i in 0..20 {
+        let answer = app.send("c", message(&format!("k{i}"), "")).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    }
+    assert_eq!(app.standin.batch_requests(), 20, "one batch per message");
+    let connections = app.standin.connections_accepted();
+    assert!(
+        connections <= 2,
+        "20 sequential batches opened {connections} connections"
+    );
+}
