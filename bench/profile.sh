@@ -33,19 +33,8 @@ PERF_DATA=$LOGS/perf-inletd.data
 
 command -v perf >/dev/null || { echo "perf not found" >&2; exit 1; }
 
-PIDS=()
-# shellcheck disable=SC2317  # called from the trap
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     cargo build --release --bins --examples >&2

@@ -74,25 +74,8 @@ has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
 log() { printf '[bench] %s\n' "$*" >&2; }
 
 # ---------------------------------------------------------------- cleanup
-PIDS=()
-# shellcheck disable=SC2317  # called from the trap
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        # Give each a moment, then force.
-        for _ in 1 2 3 4 5 6 7 8 9 10; do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.2
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # ---------------------------------------------------------------- build
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then

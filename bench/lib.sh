@@ -1,0 +1,23 @@
+# bench/lib.sh: shared by bench/run.sh and bench/profile.sh (sourced, not run).
+# Everything a script starts goes into PIDS; on exit each gets SIGTERM, a
+# moment to stop, then SIGKILL.
+
+PIDS=()
+
+# shellcheck disable=SC2317  # called from the trap
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
