@@ -60,8 +60,13 @@ fn main() -> ExitCode {
     };
     if let Some(Command::CheckConfig) = cli.command {
         println!("# configuration is valid; effective values:");
+        // Printed as TOML, so the output can serve as a config file itself.
         for (key, value) in config.effective() {
-            println!("{key} = {value:?}");
+            if value.parse::<u64>().is_ok() {
+                println!("{key} = {value}");
+            } else {
+                println!("{key} = {value:?}");
+            }
         }
         return ExitCode::SUCCESS;
     }

@@ -128,7 +128,19 @@ fn check_config_prints_the_layered_values() {
             .args(["--max-in-flight", "3", "check-config"]));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("linger = \"75ms\""), "{out}");
-    assert!(out.contains("max_in_flight = \"3\""), "{out}");
+    assert!(out.contains("max_in_flight = 3\n"), "{out}");
+    // The output is itself a valid configuration.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("effective.toml");
+    let body: String = out
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&file, body).unwrap();
+    let (code, again, err) = run(inletd().arg("--config").arg(&file).arg("check-config"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(again, out);
 }
 
 #[tokio::test]
