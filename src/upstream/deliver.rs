@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::answer::{classify, Entry, Verdict};
-use super::{Exchange, Upstream};
+use super::{retry, Exchange, Upstream};
 use crate::batcher::{Batch, BatchKey, Message};
 use crate::reply::Outcome;
 
@@ -67,10 +67,14 @@ impl Upstream {
         let (verdict, retry_after) = match exchange {
             Exchange::Answered {
                 status,
-                retry_after,
+                headers,
                 body,
-                ..
-            } => (classify(status, &body, part.messages.len()), retry_after),
+            } => {
+                let retry_after = headers
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(retry::parse_retry_after);
+                (classify(status, &body, part.messages.len()), retry_after)
+            }
             Exchange::Failed {
                 timeout: true,
                 reason,

@@ -30,7 +30,6 @@ pub use retry::RetryPolicy;
 pub enum Exchange {
     Answered {
         status: u16,
-        retry_after: Option<Duration>,
         headers: reqwest::header::HeaderMap,
         body: Bytes,
     },
@@ -120,25 +119,21 @@ impl Upstream {
         self.metrics.in_flight.increment(1.0);
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, async {
-            let response = request.send().await?;
+            let mut response = request.send().await?;
             let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(retry::parse_retry_after);
-            let headers = response.headers().clone();
+            // Taken, not cloned: the body read below consumes the response.
+            let headers = std::mem::take(response.headers_mut());
             let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, retry_after, headers, body))
+            Ok::<_, reqwest::Error>((status, headers, body))
         })
         .await;
         self.metrics.in_flight.decrement(1.0);
         self.metrics.upstream_latency(started.elapsed());
         match result {
-            Ok(Ok((status, retry_after, headers, body))) => {
+            Ok(Ok((status, headers, body))) => {
                 self.metrics.upstream_request(status);
                 Exchange::Answered {
                     status,
-                    retry_after,
                     headers,
                     body,
                 }
