@@ -16,16 +16,26 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::metrics::Metrics;
 
+/// What the upstream's batch answer says of the whole batch; shared by its messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Receipt {
+    pub inlet_id: Option<String>,
+    pub batch_id: Option<String>,
+    pub received_time_ms: Option<serde_json::Number>,
+}
+
+/// A message the upstream confirmed: its own `xactionId` and its batch's receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub xaction_id: String,
+    pub receipt: Arc<Receipt>,
+}
+
 /// What became of one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The upstream's own entry for this message carried an `xactionId`.
-    Delivered {
-        xaction_id: String,
-        inlet_id: Option<String>,
-        batch_id: Option<String>,
-        received_time_ms: Option<serde_json::Number>,
-    },
+    Delivered(Delivery),
     /// Not delivered (or not confirmed): the status the producer gets and why.
     Failed { status: u16, message: String },
 }
@@ -41,7 +51,7 @@ impl Outcome {
     /// The HTTP status a single-message producer gets for this outcome.
     pub fn status(&self) -> u16 {
         match self {
-            Outcome::Delivered { .. } => 200,
+            Outcome::Delivered(_) => 200,
             Outcome::Failed { status, .. } => *status,
         }
     }

@@ -10,30 +10,12 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::reply::Outcome;
-
-/// A delivered message's upstream facts.
-pub struct Delivered {
-    xaction_id: String,
-    inlet_id: Option<String>,
-    batch_id: Option<String>,
-    received_time_ms: Option<serde_json::Number>,
-}
+use crate::reply::{Delivery, Outcome, Receipt};
 
 /// Waits for a message's outcome until `deadline` (then 504: it may still arrive).
-pub async fn wait(rx: oneshot::Receiver<Outcome>, deadline: Instant) -> Result<Delivered, Error> {
+pub async fn wait(rx: oneshot::Receiver<Outcome>, deadline: Instant) -> Result<Delivery, Error> {
     match tokio::time::timeout_at(deadline, rx).await {
-        Ok(Ok(Outcome::Delivered {
-            xaction_id,
-            inlet_id,
-            batch_id,
-            received_time_ms,
-        })) => Ok(Delivered {
-            xaction_id,
-            inlet_id,
-            batch_id,
-            received_time_ms,
-        }),
+        Ok(Ok(Outcome::Delivered(delivery))) => Ok(delivery),
         Ok(Ok(Outcome::Failed { status, message })) => Err(Error::Upstream { status, message }),
         // The reply handle always answers before it goes; this is only a safety net.
         Ok(Err(_)) => Err(Error::Upstream {
@@ -66,13 +48,13 @@ struct SyncValidation {
 }
 
 /// The single endpoint's answer: `200` as AEP gives it, or the error.
-pub fn single(connection_id: &str, result: Result<Delivered, Error>) -> Response {
+pub fn single(connection_id: &str, result: Result<Delivery, Error>) -> Response {
     match result {
         Ok(d) => {
             let answer = SingleAnswer {
-                inlet_id: d.inlet_id.as_deref().unwrap_or(connection_id),
+                inlet_id: d.receipt.inlet_id.as_deref().unwrap_or(connection_id),
                 xaction_id: &d.xaction_id,
-                received_time_ms: d.received_time_ms.unwrap_or_else(now_ms),
+                received_time_ms: d.receipt.received_time_ms.clone().unwrap_or_else(now_ms),
                 sync_validation: SyncValidation { skipped: true },
             };
             (StatusCode::OK, axum::Json(answer)).into_response()
@@ -94,7 +76,7 @@ struct BatchAnswer {
 /// The batch endpoint's answer: `207` with one entry per message in the
 /// caller's order. When every message met the same 401 or 403, that status is
 /// answered whole, as AEP does for a bad token.
-pub fn batch(connection_id: &str, results: Vec<Result<Delivered, Error>>) -> Response {
+pub fn batch(connection_id: &str, results: Vec<Result<Delivery, Error>>) -> Response {
     let whole = match results.first() {
         Some(Err(
             e @ Error::Upstream {
@@ -111,14 +93,14 @@ pub fn batch(connection_id: &str, results: Vec<Result<Delivered, Error>>) -> Res
     if let (true, Some(Err(e))) = (whole, results.first()) {
         return (e.status(), axum::Json(e.body())).into_response();
     }
-    let first = results.iter().find_map(|r| r.as_ref().ok());
-    let inlet_id = first
-        .and_then(|d| d.inlet_id.clone())
-        .unwrap_or_else(|| connection_id.to_owned());
-    let batch_id = first.and_then(|d| d.batch_id.clone());
-    let received_time_ms = first
-        .and_then(|d| d.received_time_ms.clone())
-        .unwrap_or_else(now_ms);
+    let receipt = results
+        .iter()
+        .find_map(|r| r.as_ref().ok())
+        .map(|d| Receipt::clone(&d.receipt))
+        .unwrap_or_default();
+    let inlet_id = receipt.inlet_id.unwrap_or_else(|| connection_id.to_owned());
+    let batch_id = receipt.batch_id;
+    let received_time_ms = receipt.received_time_ms.unwrap_or_else(now_ms);
     let responses = results
         .into_iter()
         .map(|r| match r {

@@ -6,6 +6,8 @@
 //! [`Verdict::Untrusted`]: no message of that batch is reported delivered.
 
 use serde::Deserialize;
+
+use crate::reply::Receipt;
 use serde_json::Value;
 
 /// What one `responses` entry says about its message.
@@ -29,9 +31,7 @@ pub enum Entry {
 /// A batch answer that lines up with the batch sent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchAnswer {
-    pub inlet_id: Option<String>,
-    pub batch_id: Option<String>,
-    pub received_time_ms: Option<serde_json::Number>,
+    pub receipt: Receipt,
     pub entries: Vec<Entry>,
 }
 
@@ -105,9 +105,11 @@ fn read_batch_answer(body: &[u8], sent: usize) -> Result<BatchAnswer, String> {
         ));
     }
     Ok(BatchAnswer {
-        inlet_id: raw.inlet_id,
-        batch_id: raw.batch_id,
-        received_time_ms: raw.received_time_ms,
+        receipt: Receipt {
+            inlet_id: raw.inlet_id,
+            batch_id: raw.batch_id,
+            received_time_ms: raw.received_time_ms,
+        },
         entries: raw.responses.iter().map(read_entry).collect(),
     })
 }
@@ -198,7 +200,7 @@ mod tests {
         let Verdict::Answer(a) = v else {
             panic!("{v:?}")
         };
-        assert_eq!(a.batch_id.as_deref(), Some("b"));
+        assert_eq!(a.receipt.batch_id.as_deref(), Some("b"));
         assert_eq!(
             a.entries[0],
             Entry::Delivered {

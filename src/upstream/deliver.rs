@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::answer::{classify, Entry, Verdict};
 use super::{retry, Exchange, Upstream};
 use crate::batcher::{Batch, BatchKey, Message};
-use crate::reply::Outcome;
+use crate::reply::{Delivery, Outcome};
 
 const TIMED_OUT: &str =
     "no confirmation from the upstream within request_timeout; the message may still be delivered";
@@ -105,14 +105,15 @@ impl Upstream {
                 // Resent messages are grouped by their entry's status, so each
                 // gets its own entry's status if the retries run out.
                 let mut resend: BTreeMap<u16, (Vec<Message>, String)> = BTreeMap::new();
+                let receipt = Arc::new(answer.receipt);
                 for (message, entry) in part.messages.into_iter().zip(answer.entries) {
                     match entry {
-                        Entry::Delivered { xaction_id } => message.reply.send(Outcome::Delivered {
-                            xaction_id,
-                            inlet_id: answer.inlet_id.clone(),
-                            batch_id: answer.batch_id.clone(),
-                            received_time_ms: answer.received_time_ms.clone(),
-                        }),
+                        Entry::Delivered { xaction_id } => {
+                            message.reply.send(Outcome::Delivered(Delivery {
+                                xaction_id,
+                                receipt: receipt.clone(),
+                            }))
+                        }
                         Entry::Final {
                             status,
                             message: text,
