@@ -54,7 +54,6 @@ impl BatcherHandle {
 }
 
 struct Buffer {
-    key: Arc<BatchKey>,
     messages: Vec<Message>,
     payload: usize,
     timer: Option<delay_queue::Key>,
@@ -146,7 +145,6 @@ impl Worker {
                 self.flush(&key, reason);
             }
             let buffer = self.buffers.entry(key.clone()).or_insert_with(|| Buffer {
-                key: key.clone(),
                 messages: Vec::new(),
                 payload: 0,
                 timer: None,
@@ -169,27 +167,33 @@ impl Worker {
         if let Some(timer) = buffer.timer {
             self.timers.remove(&timer);
         }
-        self.emit(buffer, reason);
+        self.emit(key.clone(), buffer, reason);
     }
 
     fn flush_all(&mut self, reason: FlushReason) {
         self.timers.clear();
-        for (_, buffer) in std::mem::take(&mut self.buffers) {
-            self.emit(buffer, reason);
+        for (key, buffer) in std::mem::take(&mut self.buffers) {
+            self.emit(key, buffer, reason);
         }
     }
 
-    fn emit(&mut self, buffer: Buffer, reason: FlushReason) {
+    fn emit(&mut self, key: Arc<BatchKey>, buffer: Buffer, reason: FlushReason) {
         if buffer.messages.is_empty() {
             return;
         }
         let bytes = body_len(buffer.messages.len(), buffer.payload);
         self.metrics
             .batch_sent(reason, buffer.messages.len(), bytes);
-        tracing::debug!(key = ?buffer.key, messages = buffer.messages.len(), bytes, reason = reason.as_str(), "flush");
+        tracing::debug!(
+            ?key,
+            messages = buffer.messages.len(),
+            bytes,
+            reason = reason.as_str(),
+            "flush"
+        );
         // If the upstream side is gone the batch is dropped and every Reply answers "not confirmed".
         let _ = self.out.send(Batch {
-            key: buffer.key,
+            key,
             messages: buffer.messages,
             reason,
         });
