@@ -54,20 +54,29 @@ impl FlushReason {
 }
 
 /// Status labels: the HTTP codes inletd answers or meets, anything else is `other`.
-const STATUS_LABELS: &[&str] = &[
-    "200", "207", "400", "401", "403", "404", "413", "429", "500", "502", "503", "504",
+const STATUSES: [(u16, &str); 12] = [
+    (200, "200"),
+    (207, "207"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (413, "413"),
+    (429, "429"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
 ];
-
-/// The codes that have their own label; their text is [`STATUS_LABELS`].
-const STATUS_CODES: [u16; 12] = [200, 207, 400, 401, 403, 404, 413, 429, 500, 502, 503, 504];
 
 /// The closed-set label for an HTTP status code.
 pub fn status_label(code: u16) -> &'static str {
-    status_index(code).map_or("other", |i| STATUS_LABELS[i])
+    status_index(code).map_or("other", |i| STATUSES[i].1)
 }
 
+/// The code's place in [`STATUSES`]; `STATUSES.len()` stands for `other`.
 fn status_index(code: u16) -> Option<usize> {
-    STATUS_CODES.iter().position(|c| *c == code)
+    STATUSES.iter().position(|(c, _)| *c == code)
 }
 
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
@@ -83,7 +92,8 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     pub messages_received: Counter,
-    results: Vec<(&'static str, Counter)>,
+    /// One per [`STATUSES`] entry, then `other`.
+    results: Vec<Counter>,
     batches_sent: [Counter; 4],
     pub batch_messages: Histogram,
     pub batch_bytes: Histogram,
@@ -125,10 +135,11 @@ impl Metrics {
                 .with_extra_labels(vec![Label::from_static_parts(label, value)]);
             recorder.register_counter(&key, &METADATA)
         };
-        let results = STATUS_LABELS
+        let results = STATUSES
             .iter()
-            .chain(std::iter::once(&"other"))
-            .map(|s| (*s, labelled(MESSAGE_RESULTS, "status", s)))
+            .map(|(_, label)| *label)
+            .chain(std::iter::once("other"))
+            .map(|label| labelled(MESSAGE_RESULTS, "status", label))
             .collect();
         let batches_sent = FlushReason::ALL.map(|r| labelled(BATCHES_SENT, "reason", r.as_str()));
         gauge(MAX_BUFFERED_BYTES).set(max_buffered_bytes as f64);
@@ -153,8 +164,8 @@ impl Metrics {
 
     /// Counts one message's final result by the status its producer got (or would have got).
     pub fn message_result(&self, code: u16) {
-        let index = status_index(code).unwrap_or(STATUS_CODES.len());
-        if let Some((_, c)) = self.results.get(index) {
+        let index = status_index(code).unwrap_or(STATUSES.len());
+        if let Some(c) = self.results.get(index) {
             c.increment(1);
         }
     }
@@ -287,10 +298,9 @@ mod tests {
         assert_eq!(status_label(200), "200");
         assert_eq!(status_label(418), "other");
         assert_eq!(status_label(0), "other");
-        for (code, label) in STATUS_CODES.iter().zip(STATUS_LABELS) {
-            assert_eq!(code.to_string(), *label);
+        for (code, label) in STATUSES {
+            assert_eq!(code.to_string(), label);
         }
-        assert_eq!(STATUS_CODES.len(), STATUS_LABELS.len());
     }
 
     #[test]
