@@ -27,6 +27,10 @@ pub enum Error {
     Timeout,
     #[error("the request body did not arrive within request_timeout")]
     SlowBody,
+    #[error("no route for {0}: inletd serves POST /collection/{{CONNECTION_ID}} and POST /collection/batch/{{CONNECTION_ID}}")]
+    NoRoute(String),
+    #[error("{0} is not supported here: send messages with POST")]
+    MethodNotAllowed(axum::http::Method),
     #[error("the message was not delivered: {message}")]
     Upstream { status: u16, message: String },
 }
@@ -37,6 +41,8 @@ impl Error {
             Error::NotJson(_) | Error::BadShape(_) => StatusCode::BAD_REQUEST,
             Error::TooLarge { .. } | Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BufferFull => StatusCode::TOO_MANY_REQUESTS,
+            Error::NoRoute(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Error::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Error::SlowBody => StatusCode::REQUEST_TIMEOUT,
@@ -72,6 +78,11 @@ impl IntoResponse for Error {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Error::MethodNotAllowed(_) = self {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
         response
     }

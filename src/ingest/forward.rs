@@ -32,22 +32,17 @@ pub async fn forward(ingest: &Ingest, uri: &Uri, headers: &HeaderMap, body: Body
         Err(e) => return ingest.refuse(e),
     };
     let whole = received.body.clone();
-    let mut admitted = match ingest.admit(received, vec![whole]) {
-        Ok(a) => a,
+    let (message, deadline) = match ingest.admit(received, vec![whole]) {
+        Ok((mut messages, pending)) => match messages.pop() {
+            Some(message) => (message, pending.deadline),
+            None => return Error::BadShape("empty request").into_response(),
+        },
         Err(e) => return ingest.refuse(e),
-    };
-    let Some(admitted) = admitted.pop() else {
-        return Error::BadShape("empty request").into_response();
     };
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let exchange = ingest
         .upstream
-        .forward(
-            path,
-            headers,
-            admitted.message.body.clone(),
-            tokio::time::Instant::now() + ingest.request_timeout,
-        )
+        .forward(path, headers, message.body.clone(), deadline)
         .await;
     let response = match exchange {
         Exchange::Answered {
@@ -67,7 +62,7 @@ pub async fn forward(ingest: &Ingest, uri: &Uri, headers: &HeaderMap, body: Body
         }
         .into_response(),
     };
-    admitted.message.reply.complete(response.status().as_u16());
+    message.reply.complete(response.status().as_u16());
     response
 }
 

@@ -21,15 +21,15 @@ use axum::routing::post;
 use axum::Router;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batcher::{BatcherHandle, Limits, Message};
+use crate::batcher::{BatchKey, BatcherHandle, Limits, Message};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::reply::{Outcome, Reply};
+use crate::reply::{Delivery, Outcome, Reply};
 use crate::upstream::Upstream;
 
 /// Largest producer request body: the upstream's own 1 MB batch limit.
@@ -63,10 +63,21 @@ pub fn router(ingest: Ingest) -> Router {
         .with_state(ingest)
 }
 
-/// A message accepted into the memory bound, not yet handed to the batcher.
-pub struct Admitted {
-    pub message: Message,
-    pub outcome: tokio::sync::oneshot::Receiver<Outcome>,
+/// The outcomes that accepted messages' producers wait for, and their shared deadline.
+pub struct Pending {
+    outcomes: Vec<oneshot::Receiver<Outcome>>,
+    deadline: Instant,
+}
+
+impl Pending {
+    /// Each message's result in order (504 for those not answered by the deadline).
+    async fn wait_all(self) -> Vec<Result<Delivery, Error>> {
+        let mut results = Vec::with_capacity(self.outcomes.len());
+        for outcome in self.outcomes {
+            results.push(respond::wait(outcome, self.deadline).await);
+        }
+        results
+    }
 }
 
 impl Ingest {
@@ -125,41 +136,66 @@ impl Ingest {
         Ok(Received { body, permit })
     }
 
+    /// A message that can travel in one upstream request, or 413.
+    fn fits(&self, message: Bytes) -> Result<Bytes, Error> {
+        if !self.limits.fits_alone(message.len()) {
+            let (len, max) = (message.len(), self.limits.max_bytes);
+            return Err(Error::TooLarge { len, max });
+        }
+        Ok(message)
+    }
+
+    /// Admits messages (slices of `received`) and queues them under `key`, in order.
+    fn enqueue(
+        &self,
+        key: BatchKey,
+        received: Received,
+        bodies: Vec<Bytes>,
+    ) -> Result<Pending, Error> {
+        let (messages, pending) = self.admit(received, bodies)?;
+        self.batcher
+            .submit(key, messages)
+            .map_err(|_| Error::Draining)?;
+        Ok(pending)
+    }
+
     /// Turns messages (slices of a received body) into accepted messages, each
     /// with its share of the body's permit; the rest of the permit and the body
     /// buffer are released. A message much smaller than the body is copied out,
     /// so it never pins the larger buffer: memory held stays what is counted.
-    fn admit(&self, received: Received, bodies: Vec<Bytes>) -> Result<Vec<Admitted>, Error> {
+    fn admit(
+        &self,
+        received: Received,
+        bodies: Vec<Bytes>,
+    ) -> Result<(Vec<Message>, Pending), Error> {
         let Received {
             body: whole,
             mut permit,
         } = received;
         let accepted = Instant::now();
         let deadline = accepted + self.request_timeout;
-        bodies
-            .into_iter()
-            .map(|slice| {
-                // Messages are slices of the body; their shares always fit in its permit.
-                let share = permit.split(slice.len()).ok_or(Error::BufferFull)?;
-                let body = if slice.len() * 2 < whole.len() {
-                    Bytes::copy_from_slice(&slice)
-                } else {
-                    slice
-                };
-                let (reply, outcome) = Reply::new(
-                    accepted,
-                    deadline,
-                    body.len(),
-                    self.metrics.clone(),
-                    share,
-                    self.drain.token(),
-                );
-                Ok(Admitted {
-                    message: Message { body, reply },
-                    outcome,
-                })
-            })
-            .collect()
+        let mut messages = Vec::with_capacity(bodies.len());
+        let mut outcomes = Vec::with_capacity(bodies.len());
+        for slice in bodies {
+            // Messages are slices of the body; their shares always fit in its permit.
+            let share = permit.split(slice.len()).ok_or(Error::BufferFull)?;
+            let body = if slice.len() * 2 < whole.len() {
+                Bytes::copy_from_slice(&slice)
+            } else {
+                slice
+            };
+            let (reply, outcome) = Reply::new(
+                accepted,
+                deadline,
+                body.len(),
+                self.metrics.clone(),
+                share,
+                self.drain.token(),
+            );
+            messages.push(Message { body, reply });
+            outcomes.push(outcome);
+        }
+        Ok((messages, Pending { outcomes, deadline }))
     }
 }
 
