@@ -33,13 +33,6 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// The upstream's base URL (`http` or `https`, no query).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamUrl(String);
@@ -78,17 +71,8 @@ impl fmt::Display for UpstreamUrl {
     }
 }
 
-impl<'de> Deserialize<'de> for UpstreamUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
 /// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
@@ -113,6 +97,20 @@ impl fmt::Display for LogFormat {
         })
     }
 }
+
+/// A value written as text in TOML goes through the same parser as one from the
+/// environment or the command line, so every source accepts the same values.
+macro_rules! deserialize_from_str {
+    ($($ty:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+
+deserialize_from_str!(HumanDuration, UpstreamUrl, LogFormat);
 
 /// Declares every key once: its type, default (as text, parsed by the same
 /// parser a user's value goes through) and its `--help` line.
