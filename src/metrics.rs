@@ -94,7 +94,8 @@ pub struct Metrics {
     pub messages_received: Counter,
     /// One per [`STATUSES`] entry, then `other`.
     results: Vec<Counter>,
-    batches_sent: [Counter; 4],
+    /// One per [`FlushReason::ALL`] entry, in that order.
+    batches_sent: Vec<Counter>,
     pub batch_messages: Histogram,
     pub batch_bytes: Histogram,
     pub upstream_duration: Histogram,
@@ -121,41 +122,104 @@ impl Metrics {
             })
             .expect("bucket lists are non-empty constants")
             .build_recorder();
-        describe(&recorder);
         let handle = recorder.handle();
-        let counter =
-            |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &METADATA);
-        let gauge =
-            |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &METADATA);
-        let histogram = |name: &'static str| {
+        // Each metric is described where it is registered, so neither can be forgotten.
+        let help = SharedString::const_str;
+        let counter = |name: &'static str, text: &'static str| {
+            recorder.describe_counter(KeyName::from_const_str(name), None, help(text));
+            recorder.register_counter(&Key::from_static_name(name), &METADATA)
+        };
+        let gauge = |name: &'static str, unit: Option<Unit>, text: &'static str| {
+            recorder.describe_gauge(KeyName::from_const_str(name), unit, help(text));
+            recorder.register_gauge(&Key::from_static_name(name), &METADATA)
+        };
+        let histogram = |name: &'static str, unit: Option<Unit>, text: &'static str| {
+            recorder.describe_histogram(KeyName::from_const_str(name), unit, help(text));
             recorder.register_histogram(&Key::from_static_name(name), &METADATA)
         };
-        let labelled = |name: &'static str, label: &'static str, value: &'static str| {
-            let key = Key::from_static_parts(name, &[])
-                .with_extra_labels(vec![Label::from_static_parts(label, value)]);
-            recorder.register_counter(&key, &METADATA)
+        let labelled = |name: &'static str,
+                        text: &'static str,
+                        label: &'static str,
+                        values: &[&'static str]| {
+            recorder.describe_counter(KeyName::from_const_str(name), None, help(text));
+            values
+                .iter()
+                .map(|value| {
+                    let key = Key::from_static_parts(name, &[])
+                        .with_extra_labels(vec![Label::from_static_parts(label, value)]);
+                    recorder.register_counter(&key, &METADATA)
+                })
+                .collect::<Vec<_>>()
         };
-        let results = STATUSES
+        let statuses: Vec<&'static str> = STATUSES
             .iter()
             .map(|(_, label)| *label)
             .chain(std::iter::once("other"))
-            .map(|label| labelled(MESSAGE_RESULTS, "status", label))
             .collect();
-        let batches_sent = FlushReason::ALL.map(|r| labelled(BATCHES_SENT, "reason", r.as_str()));
-        gauge(MAX_BUFFERED_BYTES).set(max_buffered_bytes as f64);
+        let results = labelled(
+            MESSAGE_RESULTS,
+            "Final per-message results, by the HTTP status the producer got.",
+            "status",
+            &statuses,
+        );
+        let reasons = FlushReason::ALL.map(FlushReason::as_str);
+        let batches_sent = labelled(
+            BATCHES_SENT,
+            "Batches flushed to the upstream, by why they were flushed.",
+            "reason",
+            &reasons,
+        );
+        // Registered per status as requests come back.
+        recorder.describe_counter(
+            KeyName::from_const_str(UPSTREAM_REQUESTS),
+            None,
+            help("Upstream HTTP requests, by status code (error, timeout: no answer)."),
+        );
+        gauge(
+            MAX_BUFFERED_BYTES,
+            Some(Unit::Bytes),
+            "The configured max_buffered_bytes bound.",
+        )
+        .set(max_buffered_bytes as f64);
         let metrics = Metrics {
-            messages_received: counter(MESSAGES_RECEIVED),
+            messages_received: counter(MESSAGES_RECEIVED, "Messages accepted from producers."),
             results,
             batches_sent,
-            batch_messages: histogram(BATCH_MESSAGES),
-            batch_bytes: histogram(BATCH_BYTES),
-            upstream_duration: histogram(UPSTREAM_DURATION),
-            upstream_retries: counter(UPSTREAM_RETRIES),
-            buffered_messages: gauge(BUFFERED_MESSAGES),
-            buffered_bytes: gauge(BUFFERED_BYTES),
-            in_flight: gauge(IN_FLIGHT),
-            message_wait: histogram(MESSAGE_WAIT),
-            shed: counter(SHED),
+            batch_messages: histogram(BATCH_MESSAGES, None, "Messages per flushed batch."),
+            batch_bytes: histogram(
+                BATCH_BYTES,
+                Some(Unit::Bytes),
+                "Request body bytes per flushed batch.",
+            ),
+            upstream_duration: histogram(
+                UPSTREAM_DURATION,
+                Some(Unit::Seconds),
+                "Upstream request duration.",
+            ),
+            upstream_retries: counter(
+                UPSTREAM_RETRIES,
+                "Upstream requests resent after a retryable failure.",
+            ),
+            buffered_messages: gauge(
+                BUFFERED_MESSAGES,
+                None,
+                "Messages accepted and not yet answered.",
+            ),
+            buffered_bytes: gauge(
+                BUFFERED_BYTES,
+                Some(Unit::Bytes),
+                "Bytes of messages accepted and not yet answered.",
+            ),
+            in_flight: gauge(IN_FLIGHT, None, "Upstream requests in flight."),
+            message_wait: histogram(
+                MESSAGE_WAIT,
+                Some(Unit::Seconds),
+                "Time from accepting a message to its result.",
+            ),
+            shed: counter(
+                SHED,
+                "Producer requests refused with 429 because the buffer was full.",
+            ),
             recorder,
             handle,
         };
@@ -171,7 +235,9 @@ impl Metrics {
     }
 
     pub fn batch_sent(&self, reason: FlushReason, messages: usize, bytes: usize) {
-        self.batches_sent[reason as usize].increment(1);
+        if let Some(c) = self.batches_sent.get(reason as usize) {
+            c.increment(1);
+        }
         self.batch_messages.record(messages as f64);
         self.batch_bytes.record(bytes as f64);
     }
@@ -205,88 +271,6 @@ impl Metrics {
     pub fn upkeep(&self) {
         self.handle.run_upkeep();
     }
-}
-
-fn describe(r: &PrometheusRecorder) {
-    let d = |name: &'static str, unit: Option<Unit>, text: &'static str| {
-        r.describe_counter(
-            KeyName::from_const_str(name),
-            unit,
-            SharedString::const_str(text),
-        );
-    };
-    let g = |name: &'static str, unit: Option<Unit>, text: &'static str| {
-        r.describe_gauge(
-            KeyName::from_const_str(name),
-            unit,
-            SharedString::const_str(text),
-        );
-    };
-    let h = |name: &'static str, unit: Option<Unit>, text: &'static str| {
-        r.describe_histogram(
-            KeyName::from_const_str(name),
-            unit,
-            SharedString::const_str(text),
-        );
-    };
-    d(MESSAGES_RECEIVED, None, "Messages accepted from producers.");
-    d(
-        MESSAGE_RESULTS,
-        None,
-        "Final per-message results, by the HTTP status the producer got.",
-    );
-    d(
-        BATCHES_SENT,
-        None,
-        "Batches flushed to the upstream, by why they were flushed.",
-    );
-    h(BATCH_MESSAGES, None, "Messages per flushed batch.");
-    h(
-        BATCH_BYTES,
-        Some(Unit::Bytes),
-        "Request body bytes per flushed batch.",
-    );
-    d(
-        UPSTREAM_REQUESTS,
-        None,
-        "Upstream HTTP requests, by status code (error, timeout: no answer).",
-    );
-    h(
-        UPSTREAM_DURATION,
-        Some(Unit::Seconds),
-        "Upstream request duration.",
-    );
-    d(
-        UPSTREAM_RETRIES,
-        None,
-        "Upstream requests resent after a retryable failure.",
-    );
-    g(
-        BUFFERED_MESSAGES,
-        None,
-        "Messages accepted and not yet answered.",
-    );
-    g(
-        BUFFERED_BYTES,
-        Some(Unit::Bytes),
-        "Bytes of messages accepted and not yet answered.",
-    );
-    g(
-        MAX_BUFFERED_BYTES,
-        Some(Unit::Bytes),
-        "The configured max_buffered_bytes bound.",
-    );
-    g(IN_FLIGHT, None, "Upstream requests in flight.");
-    h(
-        MESSAGE_WAIT,
-        Some(Unit::Seconds),
-        "Time from accepting a message to its result.",
-    );
-    d(
-        SHED,
-        None,
-        "Producer requests refused with 429 because the buffer was full.",
-    );
 }
 
 #[cfg(test)]
