@@ -38,7 +38,10 @@ metric_names = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(metric_names)
 
 # The metrics inletd exposes (SPEC.md section 5, plus inletd_max_buffered_bytes
-# and inletd_shed_total from issue 3). Histograms by their base name.
+# and inletd_shed_total from issue 3, and the build and configuration gauges of
+# the operability issue: build_info, max_in_flight, request_timeout_seconds).
+# Histograms by their base name. tests/it/prometheus.rs checks each against a
+# running inletd's /metrics.
 DOCUMENTED = {
     "inletd_messages_received_total",
     "inletd_message_results_total",
@@ -54,6 +57,9 @@ DOCUMENTED = {
     "inletd_message_wait_seconds",
     "inletd_max_buffered_bytes",
     "inletd_shed_total",
+    "inletd_build_info",
+    "inletd_max_in_flight",
+    "inletd_request_timeout_seconds",
 }
 
 # Grafana's own variables, and the sample value each gets for promtool.

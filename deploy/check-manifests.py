@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
 """Consistency checks across the deploy files that no schema sees.
 
-    python3 deploy/check-manifests.py      (needs PyYAML)
+    python3 deploy/check-manifests.py --inletd target/debug/inletd   (needs PyYAML)
 
 JSON-schema validation (kubernetes-validate) says each object is well formed;
 this says they fit together and fit inletd:
   * every INLETD_* variable (Dockerfile, Kubernetes, compose, docs) and every
-    key of a TOML config is a documented inletd key (inletd refuses to start
-    on an unknown INLETD_* variable or TOML key);
+    key of a TOML config (config/inletd.toml included, which must name every
+    key) is one the built binary knows: the list of keys is what
+    `inletd check-config` prints, not a list kept here (inletd refuses to
+    start on an unknown TOML key and only warns about an unknown INLETD_*
+    variable);
   * a TOML config does not set listen/admin_listen (the image's environment
     overrides the file);
   * Kubernetes: kustomization resources exist and list every manifest of the
     folder; selectors match pod labels; probes and Service target ports name
     ports the container has; liveness is /healthz and readiness /readyz;
-    HPA and PDB point at the Deployment; ConfigMap volumes exist; the
+    HPA (also the optional ones) and PDB point at the Deployment; a
+    NetworkPolicy selects its pods and names its ports; ConfigMap volumes
+    exist (from a manifest or kustomize's configMapGenerator); the
     restrictive securityContext is there; terminationGracePeriodSeconds >=
     preStop sleep + shutdown_grace + 10s; the memory limit >= 1.5 x
     max_buffered_bytes + 20 MB;
@@ -25,8 +30,10 @@ this says they fit together and fit inletd:
 Exits 1 with one line per problem.
 """
 
+import argparse
 import importlib.util
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -41,13 +48,8 @@ ROOT = DEPLOY.parent
 K8S = DEPLOY / "kubernetes"
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 
-# SPEC.md section 4, plus log_format and log_level. `config` is INLETD_CONFIG.
-CONFIG_KEYS = {
-    "listen", "admin_listen", "upstream", "max_batch_messages", "max_batch_bytes", "linger",
-    "max_in_flight", "max_retries", "request_timeout", "max_buffered_bytes", "shutdown_grace",
-    "spool_dir", "async_default", "ims_client_id", "ims_client_secret", "ims_client_secret_file",
-    "ims_org_id", "ims_scopes", "ims_token_url", "log_format", "log_level",
-}
+# Filled in by main() from `inletd check-config`. `config` is INLETD_CONFIG.
+CONFIG_KEYS = set()
 DEFAULTS = {"shutdown_grace": "20s", "max_buffered_bytes": "67108864"}
 MARGIN_SECONDS = 10
 ENV_NAME = re.compile(r"\bINLETD_[A-Z0-9_]*[A-Z0-9]\b")
@@ -98,6 +100,27 @@ def load_yaml_docs(path):
         return []
 
 
+def keys_of(binary):
+    """Every key inletd knows, from `inletd check-config` on built-in defaults
+    (it prints each effective key as `key = value`)."""
+    out = subprocess.run([binary, "check-config"], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin"})
+    if out.returncode != 0:
+        raise RuntimeError("%s check-config failed: %s" % (binary, out.stderr.strip()))
+    keys = set(re.findall(r"^([a-z][a-z0-9_]*) = ", out.stdout, re.M))
+    if len(keys) < 5:
+        raise RuntimeError("%s check-config printed too few keys: %r" % (binary, out.stdout))
+    return keys
+
+
+def check_example_config():
+    """config/inletd.toml documents every key, and only keys."""
+    path = ROOT / "config" / "inletd.toml"
+    conf = check_toml(path.read_text(encoding="utf-8"), rel(path), allow_listen=True)
+    for key in sorted(CONFIG_KEYS - set(conf)):
+        problem(rel(path), "does not set %r (it lists every key with its default)" % key)
+
+
 def check_env_names():
     """Every INLETD_* name anywhere in the files this repo's deploy owns."""
     files = [ROOT / "Dockerfile", ROOT / "docs" / "operations.md"]
@@ -112,7 +135,7 @@ def check_env_names():
                     problem("%s:%d" % (rel(path), lineno), "%s is not an inletd setting" % name)
 
 
-def check_toml(text, where):
+def check_toml(text, where, allow_listen=False):
     try:
         conf = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -121,7 +144,7 @@ def check_toml(text, where):
     for key in conf:
         if key not in CONFIG_KEYS:
             problem(where, "inletd.toml key %r is not an inletd setting" % key)
-    for key in ("listen", "admin_listen"):
+    for key in () if allow_listen else ("listen", "admin_listen"):
         if key in conf:
             problem(where, "inletd.toml sets %r, but the image's INLETD_%s overrides it: set it in the env"
                     % (key, key.upper()))
@@ -229,6 +252,17 @@ def check_kubernetes():
             configmaps[cm["metadata"]["name"]] = {
                 key: check_toml(value, "%s %s" % (where, key))
                 for key, value in (cm.get("data") or {}).items() if key.endswith(".toml")}
+        if kustomization.is_file():
+            for gen in (load_yaml_docs(kustomization) or [{}])[0].get("configMapGenerator") or []:
+                files = {}
+                for entry in gen.get("files") or []:
+                    key, _, source = entry.rpartition("=") if "=" in entry else (entry, "", entry)
+                    path = folder / source
+                    if not path.is_file():
+                        problem(rel(kustomization), "configMapGenerator file %s does not exist" % source)
+                    elif key.endswith(".toml"):
+                        files[Path(key).name] = check_toml(path.read_text(encoding="utf-8"), rel(path))
+                configmaps[gen["name"]] = files
 
         deployments = {}
         for where, d in by_kind.get("Deployment", []):
@@ -272,10 +306,20 @@ def check_kubernetes():
                 target = port.get("targetPort")
                 if isinstance(target, str) and target not in names:
                     problem(where, "service port %s: targetPort %r is no container port name" % (port.get("name"), target))
-        for where, h in by_kind.get("HorizontalPodAutoscaler", []):
+        optional = [(rel(p), o) for p in sorted(folder.glob("optional/*.y*ml")) for o in load_yaml_docs(p)]
+        for where, h in by_kind.get("HorizontalPodAutoscaler", []) + [x for x in optional if x[1].get("kind") == "HorizontalPodAutoscaler"]:
             ref = h["spec"]["scaleTargetRef"]
             if ref.get("kind") != "Deployment" or ref.get("name") not in deployments:
                 problem(where, "HPA targets %s/%s, not a Deployment here" % (ref.get("kind"), ref.get("name")))
+        for where, n in by_kind.get("NetworkPolicy", []):
+            if not matches(n["spec"]["podSelector"].get("matchLabels") or {}):
+                problem(where, "NetworkPolicy selects no Deployment's pods")
+            names = {p.get("name") for _, pod in deployments.values()
+                     for c in pod.get("containers") or [] for p in c.get("ports") or []}
+            for rule in n["spec"].get("ingress") or []:
+                for port in rule.get("ports") or []:
+                    if isinstance(port.get("port"), str) and port["port"] not in names:
+                        problem(where, "NetworkPolicy port %r is no container port name" % port["port"])
         for where, p in by_kind.get("PodDisruptionBudget", []):
             if not matches(p["spec"]["selector"].get("matchLabels") or {}):
                 problem(where, "PDB selects no Deployment's pods")
@@ -353,6 +397,16 @@ def check_alert_parser():
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inletd", required=True, metavar="BINARY",
+                        help="a built inletd (cargo build --bin inletd): its check-config lists the keys")
+    args = parser.parse_args()
+    try:
+        CONFIG_KEYS.update(keys_of(args.inletd))
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+        print("check-manifests: %s" % e)
+        return 1
+    check_example_config()
     check_env_names()
     check_kubernetes()
     check_compose()
