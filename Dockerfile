@@ -9,7 +9,7 @@
 # AEP stand-in for trying inletd offline: `--entrypoint aep-standin`).
 # The runtime image is distroless (glibc + libgcc, no shell, no package manager),
 # runs as uid/gid 65532 and needs no writable path: it works with a read-only
-# root file system. Mount a volume only if you set `spool_dir`.
+# root file system.
 #
 # For production builds pin both base images by digest (`image:tag@sha256:...`).
 
