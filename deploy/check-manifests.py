@@ -10,7 +10,8 @@ this says they fit together and fit inletd:
     key) is one the built binary knows: the list of keys is what
     `inletd check-config` prints, not a list kept here (inletd refuses to
     start on an unknown TOML key and only warns about an unknown INLETD_*
-    variable);
+    variable); so is every `snake_case` name in backticks in
+    docs/operations.md, config comments and manifests;
   * a TOML config does not set listen/admin_listen (the image's environment
     overrides the file);
   * Kubernetes: kustomization resources exist and list every manifest of the
@@ -51,6 +52,10 @@ COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 # Filled in by main() from `inletd check-config`. `config` is INLETD_CONFIG.
 CONFIG_KEYS = set()
 DEFAULTS = {"shutdown_grace": "20s", "max_buffered_bytes": "67108864"}
+# `snake_case` words in backticks that the docs may use although they are no
+# configuration keys; metric names (inletd_*, process_*) are recognised apart.
+NOT_KEYS = {"runbook_url", "stop_grace_period"}
+QUOTED_NAME = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`")
 MARGIN_SECONDS = 10
 ENV_NAME = re.compile(r"\bINLETD_[A-Z0-9_]*[A-Z0-9]\b")
 
@@ -133,6 +138,19 @@ def check_env_names():
                 key = name[len("INLETD_"):].lower()
                 if key != "config" and key not in CONFIG_KEYS:
                     problem("%s:%d" % (rel(path), lineno), "%s is not an inletd setting" % name)
+
+
+def check_quoted_keys():
+    """A `snake_case` name in backticks in the docs, config comments or
+    manifests is a key the binary knows (a key from the spec that inletd does
+    not implement yet must not be documented as if it were there)."""
+    files = [ROOT / "docs" / "operations.md", ROOT / "config" / "inletd.toml", ROOT / "Dockerfile"]
+    files += sorted(p for p in K8S.rglob("*") if p.suffix in (".yaml", ".toml"))
+    for path in files:
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for name in QUOTED_NAME.findall(line):
+                if name not in CONFIG_KEYS and name not in NOT_KEYS and not name.startswith(("inletd_", "process_")):
+                    problem("%s:%d" % (rel(path), lineno), "`%s` is not an inletd setting" % name)
 
 
 def check_toml(text, where, allow_listen=False):
@@ -408,6 +426,7 @@ def main():
         return 1
     check_example_config()
     check_env_names()
+    check_quoted_keys()
     check_kubernetes()
     check_compose()
     check_alert_parser()
