@@ -8,9 +8,15 @@
 
 pub mod answer;
 mod deliver;
+#[cfg(test)]
+mod deliver_props;
+#[cfg(test)]
+mod deliver_tests;
 mod exchange;
 pub mod forward;
 pub mod retry;
+#[cfg(test)]
+mod scripted;
 
 use std::sync::Arc;
 use std::time::Duration;
