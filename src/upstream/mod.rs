@@ -145,3 +145,28 @@ pub fn envelope(messages: &[Message]) -> Bytes {
     body.extend_from_slice(b"]}");
     Bytes::from(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn credentials_go_upstream_marked_sensitive() {
+        let metrics = Metrics::new(1 << 20);
+        let upstream = Upstream::new(&Config::defaults(), metrics).expect("client builds");
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer secret"));
+        headers.insert("x-api-key", HeaderValue::from_static("key"));
+        let key = BatchKey::new("c", &headers);
+        let request = upstream
+            .batch_request(&key, &[])
+            .build()
+            .expect("request builds");
+        for name in ["authorization", "x-api-key"] {
+            let value = &request.headers()[name];
+            assert!(value.is_sensitive(), "{name}");
+            assert!(!format!("{value:?}").contains("secret"), "{name}");
+        }
+    }
+}
