@@ -5,7 +5,7 @@
 //! other. Each exchange is read once ([`read`]) and then one decision is made
 //! per function: answer each message from its own entry ([`Courier::fan_out`]),
 //! retry or give up ([`Courier::retry_or_give_up`]), split on 413
-//! ([`Courier::split`]), bisect on 400 ([`Courier::bisect`]), or fail.
+//! ([`Courier::split`]), bisect on 400 (in [`super::bisect`]), or fail.
 //! Nothing is resent after its entry came back or after an answer arrived
 //! that could not be read, and nothing is retried past the callers' deadline.
 
@@ -17,42 +17,23 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
 use super::answer::{classify, BatchAnswer, Entry, Verdict};
+use super::bisect::Probe;
 use super::{retry, Exchange, RetryPolicy, Silence, Transport, Upstream};
 use crate::batcher::{Batch, BatchKey, Message};
 use crate::metrics::Metrics;
 use crate::reply::{Delivery, Outcome};
 
 /// A slice of the batch on its own road, with the retries it has used.
-struct Part {
-    messages: Vec<Message>,
-    retries: u32,
+pub(super) struct Part {
+    pub messages: Vec<Message>,
+    pub retries: u32,
     not_before: Option<Instant>,
     /// Set while this part is one half of a bisection (see [`Probe`]).
-    probe: Option<Probe>,
-}
-
-/// A bisection in progress. Its first half goes alone; if the upstream refuses
-/// it whole exactly as it refused the parent, the second half goes next, and if
-/// that is refused the same way too, the refusal does not depend on the
-/// messages: both halves fail with it at once instead of costing 2n−1 requests.
-struct Probe {
-    /// The parent's whole-request 400 text.
-    refusal: String,
-    /// The half not in this part.
-    other: Vec<Message>,
-    stage: Stage,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// `other` has not been sent yet.
-    FirstHalf,
-    /// `other` was refused whole with `refusal`.
-    SecondHalf,
+    pub probe: Option<Probe>,
 }
 
 impl Part {
-    fn new(messages: Vec<Message>, retries: u32) -> Part {
+    pub fn new(messages: Vec<Message>, retries: u32) -> Part {
         Part {
             messages,
             retries,
@@ -76,7 +57,7 @@ struct Failure {
 }
 
 /// One exchange, read: what the upstream said, or that time ran out.
-enum Reading {
+pub(super) enum Reading {
     Verdict {
         verdict: Verdict,
         retry_after: Option<Duration>,
@@ -184,7 +165,7 @@ impl<T: Transport> Courier<'_, T> {
     }
 
     /// Acts on a reading of the whole part.
-    fn act(&self, part: Part, reading: Reading) -> Vec<Part> {
+    pub(super) fn act(&self, part: Part, reading: Reading) -> Vec<Part> {
         let n = part.messages.len();
         let key = self.key;
         let (verdict, retry_after) = match reading {
@@ -334,73 +315,9 @@ impl<T: Transport> Courier<'_, T> {
             Part::new(second, part.retries),
         ]
     }
-
-    /// 400: one message alone is the culprit; more are bisected, first half first.
-    fn bisect(&self, part: Part, refusal: String) -> Vec<Part> {
-        if part.messages.len() <= 1 {
-            fail_all(part.messages, &Outcome::failed(400, refusal));
-            return Vec::new();
-        }
-        let (first, second) = halves(part.messages);
-        let mut next = Part::new(first, part.retries);
-        next.probe = Some(Probe {
-            refusal,
-            other: second,
-            stage: Stage::FirstHalf,
-        });
-        vec![next]
-    }
-
-    /// The next step of a bisection, given how its current half was answered.
-    fn follow_probe(&self, part: Part, probe: Probe, reading: Reading) -> Vec<Part> {
-        let same = matches!(
-            &reading,
-            Reading::Verdict { verdict: Verdict::Bisect { message }, .. } if *message == probe.refusal
-        );
-        match (same, probe.stage) {
-            (true, Stage::FirstHalf) => {
-                let mut next = Part::new(probe.other, part.retries);
-                next.probe = Some(Probe {
-                    refusal: probe.refusal,
-                    other: part.messages,
-                    stage: Stage::SecondHalf,
-                });
-                vec![next]
-            }
-            (true, Stage::SecondHalf) => {
-                tracing::warn!(
-                    key = ?self.key,
-                    messages = part.messages.len() + probe.other.len(),
-                    "upstream refuses both halves alike; the 400 does not depend on the messages"
-                );
-                let outcome = Outcome::failed(400, probe.refusal);
-                fail_all(part.messages, &outcome);
-                fail_all(probe.other, &outcome);
-                Vec::new()
-            }
-            (false, _) => {
-                let mut parts = self.release(probe, part.retries);
-                parts.extend(self.act(part, reading));
-                parts
-            }
-        }
-    }
-
-    /// Lets a bisection's other half go on alone: an unsent half goes as it
-    /// is; a half already refused whole is bisected itself.
-    fn release(&self, probe: Probe, retries: u32) -> Vec<Part> {
-        if probe.other.is_empty() {
-            return Vec::new();
-        }
-        let other = Part::new(probe.other, retries);
-        match probe.stage {
-            Stage::FirstHalf => vec![other],
-            Stage::SecondHalf => self.bisect(other, probe.refusal),
-        }
-    }
 }
 
-fn halves(mut first: Vec<Message>) -> (Vec<Message>, Vec<Message>) {
+pub(super) fn halves(mut first: Vec<Message>) -> (Vec<Message>, Vec<Message>) {
     let second = first.split_off(first.len() / 2);
     (first, second)
 }
@@ -418,7 +335,7 @@ fn expire(messages: &mut Vec<Message>) {
     fail_all(late, &Outcome::timed_out());
 }
 
-fn fail_all(messages: Vec<Message>, outcome: &Outcome) {
+pub(super) fn fail_all(messages: Vec<Message>, outcome: &Outcome) {
     for m in messages {
         m.reply.send(outcome.clone());
     }

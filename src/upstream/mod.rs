@@ -2,11 +2,15 @@
 //! requests at once, and the delivery of each [`Batch`] until every message in
 //! it has an outcome.
 //!
-//! Layout: [`answer`] reads and classifies an answer, [`retry`] decides when to
-//! resend, [`deliver`] walks a batch through retries, splits and bisection,
-//! [`forward`] carries the requests that cannot be batched one-to-one.
+//! Layout: [`exchange`] performs one HTTP exchange and says what came of it
+//! (not sent, sent without an answer, answered); [`answer`] reads and
+//! classifies an answer; [`retry`] decides when to resend; [`deliver`] walks a
+//! batch through retries and splits, with [`bisect`] for whole-batch 400s, over
+//! the [`Transport`] seam so tests can script the upstream; [`forward`] carries
+//! the requests that cannot be batched one-to-one.
 
 pub mod answer;
+mod bisect;
 mod deliver;
 #[cfg(test)]
 mod deliver_props;
