@@ -124,3 +124,18 @@ async fn a_final_429_passes_retry_after_to_the_producer() {
         Some(&b"3"[..])
     );
 }
+
+#[tokio::test]
+async fn an_oversized_answer_is_not_read_and_not_confirmed() {
+    let (addr, count) = raw_upstream(
+        "HTTP/1.1 207 Multi-Status\r\ncontent-type: application/json\r\ncontent-length: 1073741824\r\n\r\n{\"responses\":["
+            .to_owned(),
+    )
+    .await;
+    let app = TestApp::start(|c| c.upstream = upstream_url(addr)).await;
+    let answer = app.send("c", message("big", "")).await;
+    assert_eq!(answer.status, 502, "{}", answer.text);
+    assert!(answer.text.contains("larger than"), "{}", answer.text);
+    assert!(answer.text.contains("may or may not"), "{}", answer.text);
+    assert_eq!(count.load(Ordering::SeqCst), 1, "not resent");
+}
