@@ -264,6 +264,11 @@ impl<T: Transport> Courier<'_, T> {
         let remaining = part
             .deadline()
             .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+        if remaining.is_zero() {
+            // The callers stopped waiting (they got 504 themselves): say the same.
+            fail_all(part.messages, &Outcome::timed_out());
+            return None;
+        }
         // Clamped before any arithmetic: an absurd Retry-After only means "not in time".
         let floor = retry_after.map(|after| after.min(remaining));
         let resend_at = self
