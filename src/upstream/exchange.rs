@@ -135,7 +135,7 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> AnswerBo
     let too_large = || format!("its body is larger than {limit} bytes");
     if response
         .content_length()
-        .is_some_and(|len| len > limit as u64)
+        .is_some_and(|len| len > u64::try_from(limit).unwrap_or(u64::MAX))
     {
         return Err(too_large());
     }
