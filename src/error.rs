@@ -2,6 +2,8 @@
 //! HTTP: `{"statusCode":N,"message":"…"}` (plus `Retry-After` where it helps).
 //! Messages never carry tokens, bodies or internals.
 
+use std::time::Duration;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -23,7 +25,7 @@ pub enum Error {
     BufferFull,
     #[error("inletd is shutting down; retry against another instance or after restart")]
     Draining,
-    #[error("no result within request_timeout; the message may still be delivered")]
+    #[error("no result within request_timeout; {}", crate::reply::MAY_STILL_ARRIVE)]
     Timeout,
     #[error("the request body did not arrive within request_timeout")]
     SlowBody,
@@ -32,7 +34,12 @@ pub enum Error {
     #[error("{0} is not supported here: send messages with POST")]
     MethodNotAllowed(axum::http::Method),
     #[error("the message was not delivered: {message}")]
-    Upstream { status: u16, message: String },
+    Upstream {
+        status: u16,
+        message: String,
+        /// When the producer may try again (a final 429 passes it on).
+        retry_after: Option<Duration>,
+    },
 }
 
 impl Error {
@@ -57,6 +64,15 @@ impl Error {
         match self {
             Error::BufferFull => Some(1),
             Error::Draining => Some(5),
+            // Whole seconds, rounded up: "0" would invite an instant retry.
+            Error::Upstream {
+                retry_after: Some(after),
+                ..
+            } => Some(
+                after
+                    .as_secs()
+                    .saturating_add(u64::from(after.subsec_nanos() > 0)),
+            ),
             _ => None,
         }
     }
@@ -104,6 +120,7 @@ mod tests {
                 Error::Upstream {
                     status: 401,
                     message: "expired".into(),
+                    retry_after: None,
                 },
                 401,
             ),
@@ -117,5 +134,23 @@ mod tests {
             .contains("may still be delivered"));
         let r = Error::BufferFull.into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn an_upstream_429_carries_its_retry_after_rounded_up() {
+        let busy = |after| Error::Upstream {
+            status: 429,
+            message: "busy".into(),
+            retry_after: after,
+        };
+        let r = busy(Some(Duration::from_millis(1500))).into_response();
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        let r = busy(Some(Duration::from_secs(3))).into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert!(!busy(None)
+            .into_response()
+            .headers()
+            .contains_key(header::RETRY_AFTER));
     }
 }

@@ -9,6 +9,7 @@
 //! "delivered" by accident.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -36,15 +37,55 @@ pub struct Delivery {
 pub enum Outcome {
     /// The upstream's own entry for this message carried an `xactionId`.
     Delivered(Delivery),
-    /// Not delivered (or not confirmed): the status the producer gets and why.
-    Failed { status: u16, message: String },
+    /// Not delivered (or not confirmed): the status the producer gets and why,
+    /// and when it may try again where that is known (a final 429).
+    Failed {
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
 }
+
+/// Said of a message whose request reached the upstream without a usable answer.
+pub const NOT_CONFIRMED: &str = "not confirmed, the message may or may not have been delivered";
+
+/// Said of a message whose callers' deadline passed while it was on its way.
+pub const MAY_STILL_ARRIVE: &str = "the message may still be delivered";
 
 impl Outcome {
     pub fn failed(status: u16, message: impl Into<String>) -> Outcome {
         Outcome::Failed {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The request reached the upstream but its answer for this message is
+    /// unknown: 502, and never a resend.
+    pub fn not_confirmed(reason: impl std::fmt::Display) -> Outcome {
+        Outcome::failed(502, format!("{reason}; {NOT_CONFIRMED}"))
+    }
+
+    /// No confirmation before the callers' deadline: 504.
+    pub fn timed_out() -> Outcome {
+        Outcome::failed(
+            504,
+            format!("no confirmation from the upstream within request_timeout; {MAY_STILL_ARRIVE}"),
+        )
+    }
+
+    /// The same failure, with a hint of when to try again.
+    pub fn with_retry_after(self, after: Option<Duration>) -> Outcome {
+        match self {
+            Outcome::Failed {
+                status, message, ..
+            } => Outcome::Failed {
+                status,
+                message,
+                retry_after: after,
+            },
+            delivered => delivered,
         }
     }
 
@@ -56,9 +97,6 @@ impl Outcome {
         }
     }
 }
-
-/// The answer given when a reply is dropped without an outcome.
-const LOST: &str = "inletd stopped tracking this message before the upstream confirmed it; it may or may not have been delivered";
 
 /// The reply side of one accepted message.
 pub struct Reply {
@@ -137,7 +175,11 @@ impl Drop for Reply {
     fn drop(&mut self) {
         if self.tx.is_some() {
             tracing::warn!("a message was dropped without an outcome; answering 503");
-            self.finish(Outcome::failed(503, LOST));
+            // 503 rather than 502: inletd itself, not the upstream, lost track.
+            self.finish(Outcome::failed(
+                503,
+                format!("inletd stopped tracking this message before the upstream confirmed it; {NOT_CONFIRMED}"),
+            ));
         }
     }
 }
@@ -179,7 +221,9 @@ pub(crate) mod tests {
         let (reply, rx) = test_reply(&metrics);
         drop(reply);
         match rx.await.expect("an answer arrives") {
-            Outcome::Failed { status, message } => {
+            Outcome::Failed {
+                status, message, ..
+            } => {
                 assert_eq!(status, 503);
                 assert!(message.contains("may or may not"), "{message}");
             }

@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::{Ingest, MAX_REQUEST_BYTES};
 use crate::error::Error;
+use crate::reply::NOT_CONFIRMED;
 use crate::upstream::forward::end_to_end;
-use crate::upstream::Exchange;
+use crate::upstream::{Exchange, Silence};
 
 const FLOW_ID: &str = "x-adobe-flow-id";
 
@@ -48,17 +49,37 @@ pub async fn forward(ingest: &Ingest, uri: &Uri, headers: &HeaderMap, body: Body
         Exchange::Answered {
             status,
             headers,
-            body,
+            body: Ok(body),
         } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut response = (status, body).into_response();
             response.headers_mut().extend(end_to_end(&headers));
             response
         }
-        Exchange::Failed { timeout: true, .. } => Error::Timeout.into_response(),
-        Exchange::Failed { reason, .. } => Error::Upstream {
+        Exchange::Answered {
+            status,
+            body: Err(reason),
+            ..
+        } => Error::Upstream {
+            status: 502,
+            message: format!("upstream answered {status} but {reason}; {NOT_CONFIRMED}"),
+            retry_after: None,
+        }
+        .into_response(),
+        Exchange::Unanswered {
+            why: Silence::DeadlinePassed,
+            ..
+        } => Error::Timeout.into_response(),
+        Exchange::Unanswered { reason, .. } => Error::Upstream {
+            status: 502,
+            message: format!("upstream connection failed: {reason}; {NOT_CONFIRMED}"),
+            retry_after: None,
+        }
+        .into_response(),
+        Exchange::NotSent { reason } => Error::Upstream {
             status: 502,
             message: format!("upstream unreachable: {reason}"),
+            retry_after: None,
         }
         .into_response(),
     };

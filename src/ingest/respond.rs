@@ -16,11 +16,20 @@ use crate::reply::{Delivery, Outcome, Receipt};
 pub async fn wait(rx: oneshot::Receiver<Outcome>, deadline: Instant) -> Result<Delivery, Error> {
     match tokio::time::timeout_at(deadline, rx).await {
         Ok(Ok(Outcome::Delivered(delivery))) => Ok(delivery),
-        Ok(Ok(Outcome::Failed { status, message })) => Err(Error::Upstream { status, message }),
+        Ok(Ok(Outcome::Failed {
+            status,
+            message,
+            retry_after,
+        })) => Err(Error::Upstream {
+            status,
+            message,
+            retry_after,
+        }),
         // The reply handle always answers before it goes; this is only a safety net.
         Ok(Err(_)) => Err(Error::Upstream {
             status: 503,
             message: "inletd lost track of the message".into(),
+            retry_after: None,
         }),
         Err(_) => Err(Error::Timeout),
     }

@@ -21,10 +21,15 @@ pub enum Entry {
         status: u16,
         message: String,
     },
-    /// Any other failure: final.
+    /// Any other 4xx: final.
     Final {
         status: u16,
         message: String,
+    },
+    /// An entry that says neither success nor a usable failure: the message
+    /// reached the upstream, its fate is unknown, and it is not resent.
+    NotConfirmed {
+        reason: String,
     },
 }
 
@@ -114,13 +119,27 @@ fn read_batch_answer(body: &[u8], sent: usize) -> Result<BatchAnswer, String> {
     })
 }
 
-/// One entry: a failure status wins over an id; an entry with neither is not a success.
+/// One entry. Only an unambiguous entry is a success: an id and no status, or
+/// an id with a 2xx. A 4xx/5xx wins over an id. Anything else (a status that
+/// is not a whole number, 0, 1xx, 3xx, ≥ 600, a 2xx or nothing without an id)
+/// is not confirmed: never a success and never resent.
 fn read_entry(entry: &Value) -> Entry {
-    let status = entry.get("statusCode").and_then(|s| match s {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    });
+    let xaction_id = entry
+        .get("xactionId")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let status = match entry.get("statusCode") {
+        None => None,
+        Some(code) => match status_code(code) {
+            Some(status) => Some(status),
+            None => {
+                return Entry::NotConfirmed {
+                    reason: "the upstream's entry for this message has an unreadable statusCode"
+                        .into(),
+                }
+            }
+        },
+    };
     let message = || {
         entry
             .get("message")
@@ -128,37 +147,34 @@ fn read_entry(entry: &Value) -> Entry {
             .map(|m| truncate(m).to_owned())
             .unwrap_or_else(|| "the upstream gave no message".to_owned())
     };
-    let xaction_id = entry
-        .get("xactionId")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
     match (status, xaction_id) {
-        (Some(s), _) if !(200..300).contains(&s) => {
-            let status = u16::try_from(s).unwrap_or(502);
-            let status = if (400..600).contains(&status) {
-                status
-            } else {
-                502
-            };
-            if is_retryable(status) || status >= 500 {
-                Entry::Retry {
-                    status,
-                    message: message(),
-                }
-            } else {
-                Entry::Final {
-                    status,
-                    message: message(),
-                }
-            }
-        }
-        (_, Some(id)) => Entry::Delivered {
+        (Some(s @ (429 | 500..=599)), _) => Entry::Retry {
+            status: s,
+            message: message(),
+        },
+        (Some(s @ 400..=499), _) => Entry::Final {
+            status: s,
+            message: message(),
+        },
+        (None | Some(200..=299), Some(id)) => Entry::Delivered {
             xaction_id: id.to_owned(),
         },
-        (Some(_), None) | (None, None) => Entry::Final {
-            status: 502,
-            message: "the upstream's entry for this message has no xactionId; not confirmed".into(),
+        (None | Some(200..=299), None) => Entry::NotConfirmed {
+            reason: "the upstream's entry for this message has no xactionId".into(),
         },
+        (Some(s), _) => Entry::NotConfirmed {
+            reason: format!("the upstream's entry for this message has statusCode {s}"),
+        },
+    }
+}
+
+/// A `statusCode` as a number or a string holding a whole number that fits an
+/// HTTP status; `400.0`, `"abc"`, `-1` and huge numbers are not.
+fn status_code(code: &Value) -> Option<u16> {
+    match code {
+        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
     }
 }
 
@@ -176,7 +192,8 @@ pub fn error_message(status: u16, body: &[u8]) -> String {
     }
 }
 
-fn truncate(s: &str) -> &str {
+/// At most 300 characters of an upstream text.
+pub(super) fn truncate(s: &str) -> &str {
     match s.char_indices().nth(300) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -278,13 +295,54 @@ mod tests {
         assert!(a
             .entries
             .iter()
-            .all(|e| matches!(e, Entry::Final { status: 502, .. })));
+            .all(|e| matches!(e, Entry::NotConfirmed { .. })));
         // a failure code wins over an id
         let Verdict::Answer(a) = answer(r#"{"responses":[{"xactionId":"x","statusCode":400}]}"#, 1)
         else {
             panic!()
         };
         assert!(matches!(a.entries[0], Entry::Final { status: 400, .. }));
+    }
+
+    #[test]
+    fn odd_status_codes_are_never_success_and_never_resent() {
+        for code in [
+            r#""abc""#,
+            "400.0",
+            "0",
+            "100",
+            r#""199""#,
+            "307",
+            "600",
+            "-1",
+            "70000",
+            "18446744073709551616",
+            "1e3",
+            "null",
+            "true",
+            r#"{"a":1}"#,
+        ] {
+            let body = format!(r#"{{"responses":[{{"xactionId":"x","statusCode":{code}}}]}}"#);
+            let Verdict::Answer(a) = answer(&body, 1) else {
+                panic!("{body}")
+            };
+            assert!(
+                matches!(a.entries[0], Entry::NotConfirmed { .. }),
+                "{code}: {:?}",
+                a.entries[0]
+            );
+        }
+        let Verdict::Answer(a) = answer(
+            r#"{"responses":[{"xactionId":"x","statusCode":200},{"xactionId":"y","statusCode":" 201 "},{"statusCode":"599"},{"statusCode":404},7]}"#,
+            5,
+        ) else {
+            panic!()
+        };
+        assert!(matches!(a.entries[0], Entry::Delivered { .. }));
+        assert!(matches!(a.entries[1], Entry::Delivered { .. }));
+        assert!(matches!(a.entries[2], Entry::Retry { status: 599, .. }));
+        assert!(matches!(a.entries[3], Entry::Final { status: 404, .. }));
+        assert!(matches!(a.entries[4], Entry::NotConfirmed { .. }));
     }
 
     #[test]

@@ -1,38 +1,44 @@
 //! Walking one batch to the end: every message leaves with an outcome.
 //!
-//! A batch becomes a work list of [`Part`]s. Each round sends one part and
-//! acts on the [`Verdict`]: answer each message from its own entry (resending
-//! only the 429/5xx ones), retry the whole part after a back-off, split on 413,
-//! bisect on 400, or fail the part. Nothing is resent after its entry came
-//! back, and nothing is retried past the callers' deadline.
+//! A batch becomes [`Part`]s that travel **concurrently** (the in-flight limit
+//! lives in the transport), so a part sleeping on `Retry-After` holds up no
+//! other. Each exchange is read once ([`read`]) and then one decision is made
+//! per function: answer each message from its own entry ([`Courier::fan_out`]),
+//! retry or give up ([`Courier::retry_or_give_up`]), split on 413
+//! ([`Courier::split`]), bisect on 400 (in [`super::bisect`]), or fail.
+//! Nothing is resent after its entry came back or after an answer arrived
+//! that could not be read, and nothing is retried past the callers' deadline.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
-use super::answer::{classify, Entry, Verdict};
-use super::{retry, Exchange, Upstream};
+use super::answer::{classify, BatchAnswer, Entry, Verdict};
+use super::bisect::Probe;
+use super::{retry, Exchange, RetryPolicy, Silence, Transport, Upstream};
 use crate::batcher::{Batch, BatchKey, Message};
+use crate::metrics::Metrics;
 use crate::reply::{Delivery, Outcome};
 
-const TIMED_OUT: &str =
-    "no confirmation from the upstream within request_timeout; the message may still be delivered";
-
 /// A slice of the batch on its own road, with the retries it has used.
-struct Part {
-    messages: Vec<Message>,
-    retries: u32,
+pub(super) struct Part {
+    pub messages: Vec<Message>,
+    pub retries: u32,
     not_before: Option<Instant>,
+    /// Set while this part is one half of a bisection (see [`Probe`]).
+    pub probe: Option<Probe>,
 }
 
 impl Part {
-    fn new(messages: Vec<Message>, retries: u32) -> Part {
+    pub fn new(messages: Vec<Message>, retries: u32) -> Part {
         Part {
             messages,
             retries,
             not_before: None,
+            probe: None,
         }
     }
 
@@ -42,167 +48,283 @@ impl Part {
     }
 }
 
+/// A failure that may be retried, and whose it was.
+struct Failure {
+    status: u16,
+    message: String,
+    /// The whole request's status, not one entry's.
+    whole: bool,
+}
+
+/// One exchange, read: what the upstream said, or that time ran out.
+pub(super) enum Reading {
+    Verdict {
+        verdict: Verdict,
+        retry_after: Option<Duration>,
+    },
+    TimedOut {
+        reason: String,
+    },
+}
+
+/// What an exchange for `sent` messages means. A request that was never sent or
+/// lost its connection is retried (SPEC §3); an answer whose body could not be
+/// read reached the upstream and is not confirmed (3xx included: no redirects).
+fn read(exchange: Exchange, sent: usize) -> Reading {
+    let retry = |status, message| Reading::Verdict {
+        verdict: Verdict::Retry { status, message },
+        retry_after: None,
+    };
+    match exchange {
+        Exchange::NotSent { reason } => retry(502, format!("upstream unreachable: {reason}")),
+        Exchange::Unanswered {
+            why: Silence::ConnectionLost,
+            reason,
+        } => retry(502, format!("upstream connection failed: {reason}")),
+        Exchange::Unanswered {
+            why: Silence::DeadlinePassed,
+            reason,
+        } => Reading::TimedOut { reason },
+        Exchange::Answered {
+            status,
+            headers,
+            body,
+        } => Reading::Verdict {
+            verdict: match body {
+                Ok(body) => classify(status, &body, sent),
+                Err(reason) => Verdict::Untrusted {
+                    reason: format!("upstream answered {status} but {reason}"),
+                },
+            },
+            retry_after: headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(retry::parse_retry_after),
+        },
+    }
+}
+
+/// The delivery logic for one batch, over any [`Transport`].
+pub(super) struct Courier<'a, T> {
+    pub transport: &'a T,
+    pub retry: &'a RetryPolicy,
+    pub metrics: &'a Metrics,
+    pub key: &'a BatchKey,
+}
+
 impl Upstream {
     /// Delivers a batch; returns when every message has been answered.
     pub(super) async fn deliver(self: Arc<Self>, batch: Batch) {
         let Batch { key, messages, .. } = batch;
-        let mut work = VecDeque::from([Part::new(messages, 0)]);
-        while let Some(mut part) = work.pop_front() {
-            if let Some(at) = part.not_before {
-                tokio::time::sleep_until(at).await;
+        let courier = Courier {
+            transport: &*self,
+            retry: &self.retry,
+            metrics: &self.metrics,
+            key: &key,
+        };
+        courier.deliver(messages).await;
+    }
+}
+
+impl<T: Transport> Courier<'_, T> {
+    /// Runs every part until none is left; follow-up parts start as soon as
+    /// the part that made them ends.
+    pub async fn deliver(&self, messages: Vec<Message>) {
+        let mut running = FuturesUnordered::new();
+        running.push(self.run(Part::new(messages, 0)));
+        while let Some(next) = running.next().await {
+            for part in next {
+                running.push(self.run(part));
             }
-            expire(&mut part.messages);
-            let Some(deadline) = part.deadline() else {
-                continue;
-            };
-            let messages = &part.messages;
-            let exchange = self
-                .exchange(|| self.batch_request(&key, messages), deadline)
-                .await;
-            self.act(&key, part, exchange, &mut work);
         }
     }
 
-    fn act(&self, key: &BatchKey, part: Part, exchange: Exchange, work: &mut VecDeque<Part>) {
-        let (verdict, retry_after) = match exchange {
-            Exchange::Answered {
-                status,
-                headers,
-                body,
-            } => {
-                let retry_after = headers
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(retry::parse_retry_after);
-                (classify(status, &body, part.messages.len()), retry_after)
+    /// Sends one part (after its back-off) and returns the parts it leaves.
+    async fn run(&self, mut part: Part) -> Vec<Part> {
+        if let Some(at) = part.not_before {
+            tokio::time::sleep_until(at).await;
+        }
+        expire(&mut part.messages);
+        if let Some(probe) = &mut part.probe {
+            expire(&mut probe.other);
+        }
+        let Some(deadline) = part.deadline() else {
+            let retries = part.retries;
+            return part
+                .probe
+                .map_or_else(Vec::new, |p| self.release(p, retries));
+        };
+        let exchange = self
+            .transport
+            .send_batch(self.key, &part.messages, deadline)
+            .await;
+        let reading = read(exchange, part.messages.len());
+        match part.probe.take() {
+            Some(probe) => self.follow_probe(part, probe, reading),
+            None => self.act(part, reading),
+        }
+    }
+
+    /// Acts on a reading of the whole part.
+    pub(super) fn act(&self, part: Part, reading: Reading) -> Vec<Part> {
+        let n = part.messages.len();
+        let key = self.key;
+        let (verdict, retry_after) = match reading {
+            Reading::TimedOut { reason } => {
+                tracing::warn!(?key, messages = n, %reason, "upstream timed out");
+                fail_all(part.messages, &Outcome::timed_out());
+                return Vec::new();
             }
-            Exchange::Failed {
-                timeout: true,
-                reason,
-                ..
-            } => {
-                tracing::warn!(?key, messages = part.messages.len(), %reason, "upstream timed out");
-                return fail_all(part.messages, 504, TIMED_OUT);
-            }
-            Exchange::Failed {
-                connect, reason, ..
-            } => {
-                let what = if connect {
-                    "upstream unreachable"
-                } else {
-                    "upstream connection failed"
-                };
-                (
-                    Verdict::Retry {
-                        status: 502,
-                        message: format!("{what}: {reason}"),
-                    },
-                    None,
-                )
-            }
+            Reading::Verdict {
+                verdict,
+                retry_after,
+            } => (verdict, retry_after),
         };
         match verdict {
-            Verdict::Answer(answer) => {
-                // Resent messages are grouped by their entry's status, so each
-                // gets its own entry's status if the retries run out.
-                let mut resend: BTreeMap<u16, (Vec<Message>, String)> = BTreeMap::new();
-                let receipt = Arc::new(answer.receipt);
-                for (message, entry) in part.messages.into_iter().zip(answer.entries) {
-                    match entry {
-                        Entry::Delivered { xaction_id } => {
-                            message.reply.send(Outcome::Delivered(Delivery {
-                                xaction_id,
-                                receipt: receipt.clone(),
-                            }))
-                        }
-                        Entry::Final {
-                            status,
-                            message: text,
-                        } => message.reply.send(Outcome::failed(status, text)),
-                        Entry::Retry {
-                            status,
-                            message: text,
-                        } => {
-                            let group = resend.entry(status).or_insert_with(|| (Vec::new(), text));
-                            group.0.push(message);
-                        }
-                    }
-                }
-                for (status, (messages, text)) in resend {
-                    let part = Part::new(messages, part.retries);
-                    self.retry_later(key, part, (status, text, false), retry_after, work);
-                }
-            }
+            Verdict::Answer(answer) => self.fan_out(part, answer, retry_after),
             Verdict::Retry { status, message } => {
-                self.retry_later(key, part, (status, message, true), retry_after, work);
-            }
-            // One message left: it is the culprit.
-            Verdict::Split { message } if part.messages.len() == 1 => {
-                fail_all(part.messages, 413, &message)
-            }
-            Verdict::Bisect { message } if part.messages.len() == 1 => {
-                fail_all(part.messages, 400, &message)
-            }
-            Verdict::Split { .. } | Verdict::Bisect { .. } => {
-                let mut first = part.messages;
-                let second = first.split_off(first.len() / 2);
-                work.push_front(Part::new(second, part.retries));
-                work.push_front(Part::new(first, part.retries));
-            }
-            Verdict::Final { status, message } => {
-                tracing::warn!(
-                    ?key,
+                let failure = Failure {
                     status,
-                    messages = part.messages.len(),
-                    "upstream refused the batch"
-                );
-                fail_all(part.messages, status, &message);
+                    message,
+                    whole: true,
+                };
+                self.retry_or_give_up(part, failure, retry_after)
+                    .into_iter()
+                    .collect()
+            }
+            Verdict::Split { message } => self.split(part, message),
+            Verdict::Bisect { message } => self.bisect(part, message),
+            Verdict::Final { status, message } => {
+                tracing::warn!(?key, status, messages = n, "upstream refused the batch");
+                fail_all(part.messages, &Outcome::failed(status, message));
+                Vec::new()
             }
             Verdict::Untrusted { reason } => {
-                tracing::error!(?key, messages = part.messages.len(), %reason, "upstream answer not trusted");
-                let text = format!(
-                    "{reason}; not confirmed, the message may or may not have been delivered"
-                );
-                fail_all(part.messages, 502, &text);
+                // The reason may quote the upstream's body: not at warn.
+                tracing::warn!(?key, messages = n, "upstream answer not trusted");
+                tracing::debug!(?key, reason = %super::answer::truncate(&reason), "untrusted answer");
+                fail_all(part.messages, &Outcome::not_confirmed(reason));
+                Vec::new()
             }
         }
+    }
+}
+
+impl<T: Transport> Courier<'_, T> {
+    /// Answers each message from its own entry; the 429/5xx ones go again,
+    /// grouped by status so each gets its own entry's status if retries run out.
+    fn fan_out(&self, part: Part, answer: BatchAnswer, retry_after: Option<Duration>) -> Vec<Part> {
+        let mut resend: BTreeMap<u16, (Vec<Message>, String)> = BTreeMap::new();
+        let receipt = Arc::new(answer.receipt);
+        for (message, entry) in part.messages.into_iter().zip(answer.entries) {
+            match entry {
+                Entry::Delivered { xaction_id } => {
+                    message.reply.send(Outcome::Delivered(Delivery {
+                        xaction_id,
+                        receipt: receipt.clone(),
+                    }))
+                }
+                Entry::Final {
+                    status,
+                    message: text,
+                } => message.reply.send(Outcome::failed(status, text)),
+                Entry::NotConfirmed { reason } => {
+                    message.reply.send(Outcome::not_confirmed(reason))
+                }
+                Entry::Retry {
+                    status,
+                    message: text,
+                } => {
+                    let group = resend.entry(status).or_insert_with(|| (Vec::new(), text));
+                    group.0.push(message);
+                }
+            }
+        }
+        resend
+            .into_iter()
+            .filter_map(|(status, (messages, message))| {
+                let failure = Failure {
+                    status,
+                    message,
+                    whole: false,
+                };
+                self.retry_or_give_up(Part::new(messages, part.retries), failure, retry_after)
+            })
+            .collect()
     }
 
-    /// Schedules a resend after the back-off, or gives up with the last failure
-    /// when the retries are used up or the wait would pass every caller's deadline.
-    /// `failure` is (status, message, whether it was the whole request's).
-    fn retry_later(
+    /// The part again after its back-off, or `None` once it was failed because
+    /// the retries are used up or the wait would pass every caller's deadline.
+    fn retry_or_give_up(
         &self,
-        key: &BatchKey,
         mut part: Part,
-        (status, message, whole): (u16, String, bool),
+        failure: Failure,
         retry_after: Option<Duration>,
-        work: &mut VecDeque<Part>,
-    ) {
-        let delay = self.retry.delay(part.retries, retry_after);
-        let deadline = part.deadline();
-        match (delay, deadline) {
-            (Some(delay), Some(deadline)) if Instant::now() + delay < deadline => {
-                tracing::debug!(
-                    ?key,
-                    status,
-                    messages = part.messages.len(),
-                    ?delay,
-                    "retrying"
-                );
-                self.metrics.upstream_retries.increment(1);
-                part.retries += 1;
-                part.not_before = Some(Instant::now() + delay);
-                work.push_back(part);
-            }
-            _ => {
-                tracing::warn!(?key, status, retries = part.retries, messages = part.messages.len(), %message, "giving up");
-                // A whole-request 500 means the gateway failed us; an entry's own status is passed on.
-                let status = if whole && status == 500 { 502 } else { status };
-                let text = format!("{message} (after {} retries)", part.retries);
-                fail_all(part.messages, status, &text);
-            }
+    ) -> Option<Part> {
+        let now = Instant::now();
+        let remaining = part
+            .deadline()
+            .map_or(Duration::ZERO, |d| d.saturating_duration_since(now));
+        if remaining.is_zero() {
+            // The callers stopped waiting (they got 504 themselves): say the same.
+            fail_all(part.messages, &Outcome::timed_out());
+            return None;
         }
+        // Clamped before any arithmetic: an absurd Retry-After only means "not in time".
+        let floor = retry_after.map(|after| after.min(remaining));
+        let resend_at = self
+            .retry
+            .delay(part.retries, floor)
+            .filter(|delay| *delay < remaining)
+            .and_then(|delay| now.checked_add(delay));
+        let Some(at) = resend_at else {
+            self.give_up(part, failure, retry_after);
+            return None;
+        };
+        tracing::debug!(key = ?self.key, status = failure.status, messages = part.messages.len(), "retrying");
+        self.metrics.upstream_retries.increment(1);
+        part.retries += 1;
+        part.not_before = Some(at);
+        Some(part)
     }
+
+    /// Fails a part whose retryable failure is final now. A final 429 tells
+    /// the producer when to come back: the upstream's hint, or inletd's own.
+    fn give_up(&self, part: Part, failure: Failure, retry_after: Option<Duration>) {
+        let Failure {
+            status,
+            message,
+            whole,
+        } = failure;
+        tracing::warn!(key = ?self.key, status, retries = part.retries, messages = part.messages.len(), "giving up");
+        tracing::debug!(key = ?self.key, message = %super::answer::truncate(&message), "last failure");
+        // A whole-request 500 means the gateway failed us; an entry's own status is passed on.
+        let status = if whole && status == 500 { 502 } else { status };
+        let hint = (status == 429).then(|| retry::hint(retry_after, self.retry));
+        let outcome = Outcome::failed(
+            status,
+            format!("{message} (after {} retries)", part.retries),
+        )
+        .with_retry_after(hint);
+        fail_all(part.messages, &outcome);
+    }
+
+    /// 413: the halves go on their own (one message alone is too large).
+    fn split(&self, part: Part, message: String) -> Vec<Part> {
+        if part.messages.len() <= 1 {
+            fail_all(part.messages, &Outcome::failed(413, message));
+            return Vec::new();
+        }
+        let (first, second) = halves(part.messages);
+        vec![
+            Part::new(first, part.retries),
+            Part::new(second, part.retries),
+        ]
+    }
+}
+
+pub(super) fn halves(mut first: Vec<Message>) -> (Vec<Message>, Vec<Message>) {
+    let second = first.split_off(first.len() / 2);
+    (first, second)
 }
 
 /// Answers the messages whose callers' deadline has passed.
@@ -215,11 +337,11 @@ fn expire(messages: &mut Vec<Message>) {
         .into_iter()
         .partition(|m| m.reply.deadline() > now);
     *messages = live;
-    fail_all(late, 504, TIMED_OUT);
+    fail_all(late, &Outcome::timed_out());
 }
 
-fn fail_all(messages: Vec<Message>, status: u16, text: &str) {
+pub(super) fn fail_all(messages: Vec<Message>, outcome: &Outcome) {
     for m in messages {
-        m.reply.send(Outcome::failed(status, text));
+        m.reply.send(outcome.clone());
     }
 }

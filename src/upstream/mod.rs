@@ -2,14 +2,25 @@
 //! requests at once, and the delivery of each [`Batch`] until every message in
 //! it has an outcome.
 //!
-//! Layout: [`answer`] reads and classifies an answer, [`retry`] decides when to
-//! resend, [`deliver`] walks a batch through retries, splits and bisection,
-//! [`forward`] carries the requests that cannot be batched one-to-one.
+//! Layout: [`exchange`] performs one HTTP exchange and says what came of it
+//! (not sent, sent without an answer, answered); [`answer`] reads and
+//! classifies an answer; [`retry`] decides when to resend; [`deliver`] walks a
+//! batch through retries and splits, with [`bisect`] for whole-batch 400s, over
+//! the [`Transport`] seam so tests can script the upstream; [`forward`] carries
+//! the requests that cannot be batched one-to-one.
 
 pub mod answer;
+mod bisect;
 mod deliver;
+#[cfg(test)]
+mod deliver_props;
+#[cfg(test)]
+mod deliver_tests;
+mod exchange;
 pub mod forward;
 pub mod retry;
+#[cfg(test)]
+mod scripted;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,23 +34,8 @@ use tokio_util::task::TaskTracker;
 use crate::batcher::{Batch, BatchKey, Message};
 use crate::config::{Config, UpstreamUrl};
 use crate::metrics::Metrics;
+pub use exchange::{AnswerBody, Exchange, Silence};
 pub use retry::RetryPolicy;
-
-/// The outcome of one HTTP exchange with the upstream.
-#[derive(Debug)]
-pub enum Exchange {
-    Answered {
-        status: u16,
-        headers: reqwest::header::HeaderMap,
-        body: Bytes,
-    },
-    /// No answer: `connect` when the request surely never left, `timeout` when it ran out of time.
-    Failed {
-        connect: bool,
-        timeout: bool,
-        reason: String,
-    },
-}
 
 /// The pooled client and its in-flight limit, shared by every delivery.
 pub struct Upstream {
@@ -47,6 +43,8 @@ pub struct Upstream {
     base: UpstreamUrl,
     in_flight: Arc<Semaphore>,
     retry: RetryPolicy,
+    /// The most an answer body may take (see [`exchange::body_limit`]).
+    body_limit: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -59,6 +57,9 @@ impl Upstream {
             .tcp_keepalive(Duration::from_secs(30))
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
+            // A redirect would resend the batch, credentials included, to
+            // wherever it points: a 3xx is an answer, not a new destination.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("inletd/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Arc::new(Upstream {
@@ -70,6 +71,7 @@ impl Upstream {
                 config.retry_initial_backoff.0,
                 config.retry_max_backoff.0,
             ),
+            body_limit: exchange::body_limit(config.max_batch_messages),
             metrics,
         }))
     }
@@ -91,75 +93,6 @@ impl Upstream {
         }
     }
 
-    /// Sends one request under the in-flight limit, recording its metrics. The
-    /// wait for a slot counts against `deadline`; nothing is sent once it passed.
-    /// The request is built only once a slot is held, so batches waiting for a
-    /// slot do not also hold a copy of their body.
-    async fn exchange(
-        &self,
-        request: impl FnOnce() -> reqwest::RequestBuilder,
-        deadline: Instant,
-    ) -> Exchange {
-        let Ok(_permit) = self.in_flight.acquire().await else {
-            return Exchange::Failed {
-                connect: true,
-                timeout: false,
-                reason: "inletd is stopping".into(),
-            };
-        };
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        if timeout.is_zero() {
-            return Exchange::Failed {
-                connect: true,
-                timeout: true,
-                reason: "the deadline passed while waiting for an upstream slot".into(),
-            };
-        }
-        let request = request();
-        self.metrics.in_flight.increment(1.0);
-        let started = Instant::now();
-        let result = tokio::time::timeout(timeout, async {
-            let mut response = request.send().await?;
-            let status = response.status().as_u16();
-            // Taken, not cloned: the body read below consumes the response.
-            let headers = std::mem::take(response.headers_mut());
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, headers, body))
-        })
-        .await;
-        self.metrics.in_flight.decrement(1.0);
-        self.metrics.upstream_latency(started.elapsed());
-        match result {
-            Ok(Ok((status, headers, body))) => {
-                self.metrics.upstream_request(status);
-                Exchange::Answered {
-                    status,
-                    headers,
-                    body,
-                }
-            }
-            Ok(Err(e)) => {
-                let timeout = e.is_timeout();
-                self.metrics
-                    .upstream_failure(if timeout { "timeout" } else { "error" });
-                Exchange::Failed {
-                    connect: e.is_connect(),
-                    timeout,
-                    // Without the URL: it may carry credentials, and the key is logged anyway.
-                    reason: error_chain(&e.without_url()),
-                }
-            }
-            Err(_) => {
-                self.metrics.upstream_failure("timeout");
-                Exchange::Failed {
-                    connect: false,
-                    timeout: true,
-                    reason: format!("no answer within {}", humantime::format_duration(timeout)),
-                }
-            }
-        }
-    }
-
     /// A batch request for `messages` under `key`'s credentials.
     fn batch_request(&self, key: &BatchKey, messages: &[Message]) -> reqwest::RequestBuilder {
         let url = format!("{}/collection/batch/{}", self.base, key.connection_id());
@@ -169,9 +102,36 @@ impl Upstream {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(envelope(messages));
         for (name, value) in key.credentials() {
+            // Sensitive: no HTTP library debug output prints a credential.
+            let mut value = value.clone();
+            value.set_sensitive(true);
             request = request.header(name, value);
         }
         request
+    }
+}
+
+/// The seam between the delivery logic and HTTP: one batch request for
+/// `messages` under `key`, answered (or not) before `deadline`. [`Upstream`]
+/// is the real one; tests script the upstream's answers through it.
+pub trait Transport: Send + Sync {
+    fn send_batch(
+        &self,
+        key: &BatchKey,
+        messages: &[Message],
+        deadline: Instant,
+    ) -> impl std::future::Future<Output = Exchange> + Send;
+}
+
+impl Transport for Upstream {
+    async fn send_batch(
+        &self,
+        key: &BatchKey,
+        messages: &[Message],
+        deadline: Instant,
+    ) -> Exchange {
+        self.exchange(|| self.batch_request(key, messages), deadline)
+            .await
     }
 }
 
@@ -190,14 +150,27 @@ pub fn envelope(messages: &[Message]) -> Bytes {
     Bytes::from(body)
 }
 
-/// The error and its causes on one line (reqwest hides the useful part in `source`).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn credentials_go_upstream_marked_sensitive() {
+        let metrics = Metrics::new(1 << 20);
+        let upstream = Upstream::new(&Config::defaults(), metrics).expect("client builds");
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer secret"));
+        headers.insert("x-api-key", HeaderValue::from_static("key"));
+        let key = BatchKey::new("c", &headers);
+        let request = upstream
+            .batch_request(&key, &[])
+            .build()
+            .expect("request builds");
+        for name in ["authorization", "x-api-key"] {
+            let value = &request.headers()[name];
+            assert!(value.is_sensitive(), "{name}");
+            assert!(!format!("{value:?}").contains("secret"), "{name}");
+        }
     }
-    text
 }

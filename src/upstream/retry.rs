@@ -6,10 +6,16 @@ use std::time::{Duration, SystemTime};
 use axum::http::HeaderValue;
 use backon::{BackoffBuilder, ExponentialBuilder};
 
+/// The longest `Retry-After` inletd passes on to a producer: beyond a day a
+/// value is an upstream bug, not advice.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The retry schedule shared by every batch.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     schedule: ExponentialBuilder,
+    /// The largest delay of the schedule: inletd's own estimate of "later".
+    max: Duration,
 }
 
 impl RetryPolicy {
@@ -19,7 +25,7 @@ impl RetryPolicy {
             .with_min_delay(initial)
             .with_max_delay(max)
             .with_max_times(max_retries as usize);
-        RetryPolicy { schedule }
+        RetryPolicy { schedule, max }
     }
 
     /// The delay before retry number `retry` (0 for the first), or `None` when
@@ -32,17 +38,27 @@ impl RetryPolicy {
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
+/// `Retry-After` as delta-seconds or an HTTP date, at most [`MAX_RETRY_AFTER`];
+/// garbage and negative numbers are no hint at all.
 pub fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
-    if let Ok(secs) = text.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(text).ok()?;
-    Some(
+    let after = if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() {
+        // All digits but too long for u64 is still "very long".
+        Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        let when = httpdate::parse_http_date(text).ok()?;
         when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(after.min(MAX_RETRY_AFTER))
+}
+
+/// The `Retry-After` for a producer whose message ran out of retries on 429:
+/// the upstream's hint, or else the longest back-off; never zero.
+pub fn hint(upstream: Option<Duration>, policy: &RetryPolicy) -> Duration {
+    upstream
+        .unwrap_or(policy.max)
+        .clamp(Duration::from_secs(1), MAX_RETRY_AFTER)
 }
 
 #[cfg(test)]
@@ -92,5 +108,35 @@ mod tests {
             "a date in the past means now"
         );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+    }
+
+    #[test]
+    fn absurd_retry_after_values_are_clamped_or_ignored() {
+        let parse = |s: &'static str| parse_retry_after(&HeaderValue::from_static(s));
+        assert_eq!(parse("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse("99999999999999999999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(parse("-5"), None);
+        assert_eq!(parse("1.5"), None);
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("Thu, 32 Foo 2020"), None);
+        // The policy takes any floor without overflow.
+        let p = RetryPolicy::new(3, Duration::from_millis(10), Duration::from_millis(10));
+        assert_eq!(p.delay(0, Some(Duration::MAX)), Some(Duration::MAX));
+    }
+
+    #[test]
+    fn the_final_429_hint_is_the_upstreams_or_the_longest_back_off() {
+        let p = RetryPolicy::new(3, Duration::from_millis(10), Duration::from_secs(5));
+        assert_eq!(
+            hint(Some(Duration::from_secs(7)), &p),
+            Duration::from_secs(7)
+        );
+        assert_eq!(hint(None, &p), Duration::from_secs(5));
+        assert_eq!(hint(Some(Duration::ZERO), &p), Duration::from_secs(1));
+        assert_eq!(hint(Some(Duration::MAX), &p), MAX_RETRY_AFTER);
     }
 }

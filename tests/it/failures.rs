@@ -378,3 +378,34 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
         "20 sequential batches opened {connections} connections"
     );
 }
+
+#[tokio::test]
+async fn a_batch_refused_whole_for_every_message_is_not_bisected_to_the_end() {
+    let n = 16;
+    let app = TestApp::start(|c| {
+        c.max_batch_messages = n;
+        c.linger = crate::support::ms(1_000);
+    })
+    .await;
+    // One producer request, so the n messages are admitted (and flushed) together.
+    let bodies: Vec<String> = (0..n).map(|i| poison(&format!("p{i}"))).collect();
+    let body = format!("{{\"messages\":[{}]}}", bodies.join(","));
+    let answer = app.post("/collection/batch/c", body, &[]).await;
+    assert_eq!(answer.status, 207, "{}", answer.text);
+    let responses = answer.body["responses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(responses.len(), n, "{}", answer.text);
+    assert!(
+        responses.iter().all(|r| r["statusCode"] == 400),
+        "{}",
+        answer.text
+    );
+    assert_eq!(
+        app.standin.batch_requests(),
+        3,
+        "the whole batch and its two halves, far below 2n-1 = {}",
+        2 * n - 1
+    );
+}

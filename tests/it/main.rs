@@ -13,3 +13,4 @@ mod forward;
 mod metrics;
 mod prometheus;
 mod shutdown;
+mod upstream_answers;
