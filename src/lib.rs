@@ -12,7 +12,7 @@
 //!
 //! Around them: [`config`] (keys and layering), [`error`] (errors → HTTP),
 //! [`metrics`] (every `inletd_*` name), [`admin`] (`/metrics`, `/healthz`,
-//! `/readyz`), [`shutdown`] (the drain phases), [`server`] (the accept loop),
+//! `/readyz`), [`healthcheck`] (the container's probe of `/healthz`), [`shutdown`] (the drain phases), [`server`] (the accept loop),
 //! and [`standin`], a local stand-in for AEP used to try inletd offline and in tests.
 
 #![forbid(unsafe_code)]
@@ -21,6 +21,7 @@ pub mod admin;
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod healthcheck;
 pub mod ingest;
 pub mod metrics;
 pub mod reply;
