@@ -142,20 +142,19 @@ impl App {
             drain: phases.work.clone(),
             draining: phases.draining.clone(),
         };
-        let finish = Duration::from_secs(2);
         let producers = tokio::spawn(server::serve(
             listener,
             ingest::router(ingest),
             stop_http.clone(),
             config.producer_idle_timeout.0,
-            finish,
+            shutdown::CONNECTIONS_FINISH,
         ));
         let admin = tokio::spawn(server::serve(
             admin_listener,
             admin::router(metrics.clone(), phases.draining.clone()),
             stop_http.clone(),
             config.producer_idle_timeout.0,
-            finish,
+            shutdown::CONNECTIONS_FINISH,
         ));
         tracing::info!(
             %addr, %admin_addr, upstream = %config.upstream,
@@ -175,8 +174,8 @@ impl App {
         }
         // With the router gone the last batcher handle drops and the worker ends; a
         // connection task that outlived the listener may still hold one, so the wait is bounded.
-        let _ = tokio::time::timeout(Duration::from_secs(1), worker).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), dispatch).await;
+        let _ = tokio::time::timeout(shutdown::TASK_EXIT, worker).await;
+        let _ = tokio::time::timeout(shutdown::TASK_EXIT, dispatch).await;
         tracing::info!(complete = report.complete, took = ?report.took, "inletd stopped");
         Ok(report)
     }

@@ -9,6 +9,39 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+// The fixed waits after `shutdown_grace`. They are not derived from it: the
+// grace is the budget for delivering accepted work, and operators size the
+// orchestrator's grace period as `shutdown_grace` + a margin
+// (docs/operations.md, "Shutdown timing"). These tails deliver nothing new;
+// they let answers already decided leave and tasks end, so they stay small and
+// fixed and must fit in that margin ([`AFTER_GRACE`]).
+
+/// After the abort, how long the drain waits for the aborted messages' 503s.
+/// Dropping a delivery answers its producers at once (the `Reply` drop guard),
+/// so this covers only the producer tasks being scheduled to write them.
+pub const ABORTED_ANSWERS: Duration = Duration::from_secs(1);
+
+/// How long a stopped listener lets its open connections finish writing
+/// answers already decided, before closing them. Longer than
+/// [`ABORTED_ANSWERS`]: a slow client on a busy host may need a moment to read.
+pub const CONNECTIONS_FINISH: Duration = Duration::from_secs(2);
+
+/// How long each background task (the batcher worker, then the dispatch loop)
+/// may take to end once the listeners are gone. Both end as soon as their
+/// inputs close; the bound only covers a connection task that outlived its
+/// listener and still holds a batcher handle.
+pub const TASK_EXIT: Duration = Duration::from_secs(1);
+
+/// The longest shutdown runs past `shutdown_grace`: the answers after the abort,
+/// then the listeners (in parallel), then the worker and the dispatch loop in turn.
+pub const AFTER_GRACE: Duration = Duration::from_secs(
+    ABORTED_ANSWERS.as_secs() + CONNECTIONS_FINISH.as_secs() + 2 * TASK_EXIT.as_secs(),
+);
+
+/// The margin docs/operations.md asks orchestrators to leave over `shutdown_grace`.
+const DOCUMENTED_MARGIN: Duration = Duration::from_secs(10);
+const _: () = assert!(AFTER_GRACE.as_secs() < DOCUMENTED_MARGIN.as_secs());
+
 /// How the drain ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DrainReport {
@@ -83,8 +116,7 @@ pub async fn drain(
             "drain incomplete: shutdown_grace passed; answering what is left with 503"
         );
         phases.abort.cancel();
-        // Aborted deliveries answer at once; give the answers a moment to go out.
-        let _ = tokio::time::timeout(Duration::from_secs(1), phases.work.wait()).await;
+        let _ = tokio::time::timeout(ABORTED_ANSWERS, phases.work.wait()).await;
     }
     DrainReport {
         complete,
