@@ -33,7 +33,6 @@ pub mod upstream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -125,7 +124,7 @@ impl App {
             phases.work.clone(),
             phases.abort.clone(),
         ));
-        let upkeep = tokio::spawn(upkeep(metrics.clone(), stop_http.clone()));
+        let upkeep = tokio::spawn(metrics::upkeep(metrics.clone(), stop_http.clone()));
 
         let bound = usize::try_from(config.max_buffered_bytes)
             .unwrap_or(usize::MAX)
@@ -178,16 +177,5 @@ impl App {
         let _ = tokio::time::timeout(shutdown::TASK_EXIT, dispatch).await;
         tracing::info!(complete = report.complete, took = ?report.took, "inletd stopped");
         Ok(report)
-    }
-}
-
-/// Keeps the metrics' histogram buffers drained between scrapes.
-async fn upkeep(metrics: Arc<metrics::Metrics>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => metrics.upkeep(),
-            _ = stop.cancelled() => return,
-        }
     }
 }

@@ -16,6 +16,7 @@ use metrics::{counter, describe_counter, gauge, histogram, Counter, Gauge, Histo
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+use tokio_util::sync::CancellationToken;
 
 pub const MESSAGES_RECEIVED: &str = "inletd_messages_received_total";
 pub const MESSAGE_RESULTS: &str = "inletd_message_results_total";
@@ -228,6 +229,21 @@ impl Metrics {
     /// Drains histogram buffers; run periodically so memory stays flat between scrapes.
     pub fn upkeep(&self) {
         self.handle.run_upkeep();
+    }
+}
+
+/// How often histogram buffers are drained. Well under any scrape interval, so
+/// a scrape never finds much to fold in, and cheap enough to run when idle.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the histogram buffers drained between scrapes, until `stop`.
+pub async fn upkeep(metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => metrics.upkeep(),
+            _ = stop.cancelled() => return,
+        }
     }
 }
 
