@@ -85,8 +85,10 @@ fn serve(config: Config) -> Result<DrainReport, Box<dyn std::error::Error>> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let report = runtime.block_on(async {
+        // Listening before binding: from the moment inletd is up, SIGTERM drains it.
+        let stop = inletd::shutdown::signal();
         let app = App::bind(config).await?;
-        app.run(inletd::shutdown::signal()).await
+        app.run(stop).await
     })?;
     Ok(report)
 }

@@ -52,31 +52,49 @@ pub struct DrainReport {
     pub took: Duration,
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn signal() {
-    let ctrl_c = async {
+/// Listens for SIGTERM and SIGINT (Ctrl-C) from the moment it is called; the
+/// future resolves on the first of them. Call it (inside the runtime) before
+/// announcing readiness: a handler installed only when the future is first
+/// polled leaves a window in which a SIGTERM kills the process outright,
+/// without a drain.
+pub fn signal() -> impl Future<Output = ()> + Send {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &'static str| {
+            let stream = signal(kind);
+            if let Err(e) = &stream {
+                tracing::error!(error = %e, "cannot listen for {name}");
+            }
+            stream.ok()
+        };
+        let term = listen(SignalKind::terminate(), "SIGTERM");
+        let int = listen(SignalKind::interrupt(), "SIGINT");
+        async move {
+            tokio::select! {
+                _ = received(term) => tracing::info!("SIGTERM received"),
+                _ = received(int) => tracing::info!("SIGINT received"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+        tracing::info!("Ctrl-C received");
+    }
+}
+
+/// Resolves when `stream` delivers a signal; never, when it could not be installed.
+#[cfg(unix)]
+async fn received(stream: Option<tokio::signal::unix::Signal>) {
+    match stream {
+        Some(mut s) => {
+            s.recv().await;
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
+        None => std::future::pending().await,
     }
 }
 
@@ -130,5 +148,23 @@ pub async fn abortable(abort: CancellationToken, work: impl Future<Output = ()>)
     tokio::select! {
         _ = work => {}
         _ = abort.cancelled() => {}
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// Without a handler installed by the call itself, the SIGTERM raised before
+    /// the first poll would kill this test process.
+    #[tokio::test]
+    async fn sigterm_is_caught_from_the_moment_signal_is_called() {
+        let stop = signal();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        stop.await;
     }
 }
