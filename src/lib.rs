@@ -12,7 +12,7 @@
 //!
 //! Around them: [`config`] (keys and layering), [`error`] (errors → HTTP),
 //! [`metrics`] (every `inletd_*` name), [`admin`] (`/metrics`, `/healthz`,
-//! `/readyz`), [`shutdown`] (the drain phases), [`server`] (the accept loop),
+//! `/readyz`), [`healthcheck`] (the container's probe of `/healthz`), [`shutdown`] (the drain phases), [`server`] (the accept loop),
 //! and [`standin`], a local stand-in for AEP used to try inletd offline and in tests.
 
 #![forbid(unsafe_code)]
@@ -21,6 +21,7 @@ pub mod admin;
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod healthcheck;
 pub mod ingest;
 pub mod metrics;
 pub mod reply;
@@ -32,7 +33,6 @@ pub mod upstream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -124,7 +124,7 @@ impl App {
             phases.work.clone(),
             phases.abort.clone(),
         ));
-        let upkeep = tokio::spawn(upkeep(metrics.clone(), stop_http.clone()));
+        let upkeep = tokio::spawn(metrics::upkeep(metrics.clone(), stop_http.clone()));
 
         let bound = usize::try_from(config.max_buffered_bytes)
             .unwrap_or(usize::MAX)
@@ -141,20 +141,19 @@ impl App {
             drain: phases.work.clone(),
             draining: phases.draining.clone(),
         };
-        let finish = Duration::from_secs(2);
         let producers = tokio::spawn(server::serve(
             listener,
             ingest::router(ingest),
             stop_http.clone(),
             config.producer_idle_timeout.0,
-            finish,
+            shutdown::CONNECTIONS_FINISH,
         ));
         let admin = tokio::spawn(server::serve(
             admin_listener,
             admin::router(metrics.clone(), phases.draining.clone()),
             stop_http.clone(),
             config.producer_idle_timeout.0,
-            finish,
+            shutdown::CONNECTIONS_FINISH,
         ));
         tracing::info!(
             %addr, %admin_addr, upstream = %config.upstream,
@@ -174,20 +173,9 @@ impl App {
         }
         // With the router gone the last batcher handle drops and the worker ends; a
         // connection task that outlived the listener may still hold one, so the wait is bounded.
-        let _ = tokio::time::timeout(Duration::from_secs(1), worker).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), dispatch).await;
+        let _ = tokio::time::timeout(shutdown::TASK_EXIT, worker).await;
+        let _ = tokio::time::timeout(shutdown::TASK_EXIT, dispatch).await;
         tracing::info!(complete = report.complete, took = ?report.took, "inletd stopped");
         Ok(report)
-    }
-}
-
-/// Keeps the metrics' histogram buffers drained between scrapes.
-async fn upkeep(metrics: Arc<metrics::Metrics>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => metrics.upkeep(),
-            _ = stop.cancelled() => return,
-        }
     }
 }

@@ -3,11 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use inletd::config::{unknown_env_vars, Layer, LogFormat, Sources, ENV_PREFIX};
-use inletd::{App, Config};
+use inletd::{App, Config, DrainReport};
 
 /// A local batching proxy for Adobe Experience Platform streaming ingestion.
 ///
@@ -44,13 +43,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck { url }) = &cli.command {
+        return healthcheck(url);
+    }
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
     let unknown = unknown_env_vars(&env);
-    if let Some(Command::Healthcheck { url }) = &cli.command {
-        return healthcheck(url);
-    }
     let config = match Sources::read(cli.config, env, cli.keys).and_then(Config::load) {
         Ok(c) => c,
         Err(e) => {
@@ -59,15 +58,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::CheckConfig) = cli.command {
-        println!("# configuration is valid; effective values:");
-        // Printed as TOML, so the output can serve as a config file itself.
-        for (key, value) in config.effective() {
-            if value.parse::<u64>().is_ok() {
-                println!("{key} = {value}");
-            } else {
-                println!("{key} = {value:?}");
-            }
-        }
+        print_effective(&config);
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
@@ -77,26 +68,39 @@ fn main() -> ExitCode {
             "ignoring INLETD_* environment variables that name no configuration key (typo? Kubernetes service link?)"
         );
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("inletd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let app = App::bind(config).await?;
-        app.run(inletd::shutdown::signal()).await
-    });
-    match result {
+    match serve(config) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "inletd could not start");
             eprintln!("inletd: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs inletd until SIGTERM or SIGINT and its drain.
+fn serve(config: Config) -> Result<DrainReport, Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let report = runtime.block_on(async {
+        // Listening before binding: from the moment inletd is up, SIGTERM drains it.
+        let stop = inletd::shutdown::signal();
+        let app = App::bind(config).await?;
+        app.run(stop).await
+    })?;
+    Ok(report)
+}
+
+/// `check-config`: the effective values as TOML, so the output can serve as a config file.
+fn print_effective(config: &Config) {
+    println!("# configuration is valid; effective values:");
+    for (key, value) in config.effective() {
+        if value.parse::<u64>().is_ok() {
+            println!("{key} = {value}");
+        } else {
+            println!("{key} = {value:?}");
         }
     }
 }
@@ -113,46 +117,13 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// A dependency-free probe: one HTTP/1.0 GET over a plain TCP connection.
+/// `healthcheck`: exit 0 when the probed URL answers 200 (see [`inletd::healthcheck`]).
 fn healthcheck(url: &str) -> ExitCode {
-    match probe(url) {
+    match inletd::healthcheck::probe(url) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("inletd healthcheck: {url}: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn probe(url: &str) -> Result<(), String> {
-    use std::io::{Read, Write};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs can be probed")?;
-    let (authority, path) = rest.split_once('/').map_or((rest, "/"), |(a, p)| (a, p));
-    let timeout = Duration::from_secs(3);
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
-        .map_err(|e| e.to_string())?
-        .next()
-        .ok_or("the address did not resolve")?;
-    let mut stream =
-        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let path = if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("/{path}")
-    };
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).map_err(|e| e.to_string())?;
-    let line = String::from_utf8_lossy(&head[..n]);
-    match line.split_whitespace().nth(1) {
-        Some("200") => Ok(()),
-        Some(code) => Err(format!("answered {code}")),
-        None => Err("no HTTP answer".into()),
     }
 }

@@ -2,19 +2,21 @@
 //! closed sets their labels come from.
 //!
 //! Each [`crate::App`] owns its own Prometheus recorder (no global state), so
-//! several instances in one test process keep separate counts. Hot-path
-//! handles are registered once; labels never carry tokens, bodies or
-//! connection ids.
+//! several instances in one test process keep separate counts: registration
+//! runs the `metrics` macros under [`metrics::with_local_recorder`]. Hot-path
+//! handles are registered once, a labelled family as one handle per label
+//! value keyed by a type (never by a position); labels never carry tokens,
+//! bodies or connection ids.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{
-    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
-};
+use enum_map::{Enum, EnumMap};
+use metrics::{counter, describe_counter, gauge, histogram, Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+use tokio_util::sync::CancellationToken;
 
 pub const MESSAGES_RECEIVED: &str = "inletd_messages_received_total";
 pub const MESSAGE_RESULTS: &str = "inletd_message_results_total";
@@ -32,22 +34,23 @@ pub const MESSAGE_WAIT: &str = "inletd_message_wait_seconds";
 pub const SHED: &str = "inletd_shed_total";
 
 /// Why a batch left its buffer (`reason` label of `inletd_batches_sent_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 pub enum FlushReason {
     Count,
     Bytes,
     Linger,
+    /// The upstream had nothing in flight: a batch need not wait for its linger.
+    Idle,
     Shutdown,
 }
 
 impl FlushReason {
-    pub const ALL: [FlushReason; 4] = [Self::Count, Self::Bytes, Self::Linger, Self::Shutdown];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Count => "count",
             Self::Bytes => "bytes",
             Self::Linger => "linger",
+            Self::Idle => "idle",
             Self::Shutdown => "shutdown",
         }
     }
@@ -71,12 +74,10 @@ const STATUSES: [(u16, &str); 12] = [
 
 /// The closed-set label for an HTTP status code.
 pub fn status_label(code: u16) -> &'static str {
-    status_index(code).map_or("other", |i| STATUSES[i].1)
-}
-
-/// The code's place in [`STATUSES`]; `STATUSES.len()` stands for `other`.
-fn status_index(code: u16) -> Option<usize> {
-    STATUSES.iter().position(|(c, _)| *c == code)
+    STATUSES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or("other", |(_, label)| label)
 }
 
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
@@ -87,15 +88,37 @@ const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// A counter family over [`STATUSES`] plus `other`, looked up by the code itself.
+struct ByStatus {
+    known: [(u16, Counter); STATUSES.len()],
+    other: Counter,
+}
+
+impl ByStatus {
+    /// Registers one counter per status label of `name` (call under the local recorder).
+    fn register(name: &'static str) -> ByStatus {
+        ByStatus {
+            known: STATUSES.map(|(code, label)| (code, counter!(name, "status" => label))),
+            other: counter!(name, "status" => "other"),
+        }
+    }
+
+    fn get(&self, code: u16) -> &Counter {
+        self.known
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(&self.other, |(_, counter)| counter)
+    }
+}
+
 /// Registered handles for everything inletd records.
 pub struct Metrics {
-    recorder: PrometheusRecorder,
+    /// Kept for the families registered as their labels turn up (upstream statuses).
+    recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
     pub messages_received: Counter,
-    /// One per [`STATUSES`] entry, then `other`.
-    results: Vec<Counter>,
-    /// One per [`FlushReason::ALL`] entry, in that order.
-    batches_sent: Vec<Counter>,
+    results: ByStatus,
+    batches_sent: EnumMap<FlushReason, Counter>,
     pub batch_messages: Histogram,
     pub batch_bytes: Histogram,
     pub upstream_duration: Histogram,
@@ -107,137 +130,71 @@ pub struct Metrics {
     pub shed: Counter,
 }
 
-static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
-
 impl Metrics {
+    /// A fresh recorder with every family registered and described.
     pub fn new(max_buffered_bytes: u64) -> Arc<Metrics> {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(BATCH_MESSAGES.into()), SIZE_BUCKETS)
-            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_BYTES.into()), BYTE_BUCKETS))
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), SECONDS_BUCKETS)
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(MESSAGE_WAIT.into()), SECONDS_BUCKETS)
-            })
-            .expect("bucket lists are non-empty constants")
-            .build_recorder();
-        let handle = recorder.handle();
+        let recorder = Arc::new(recorder());
         // Each metric is described where it is registered, so neither can be forgotten.
-        let help = SharedString::const_str;
-        let counter = |name: &'static str, text: &'static str| {
-            recorder.describe_counter(KeyName::from_const_str(name), None, help(text));
-            recorder.register_counter(&Key::from_static_name(name), &METADATA)
-        };
-        let gauge = |name: &'static str, unit: Option<Unit>, text: &'static str| {
-            recorder.describe_gauge(KeyName::from_const_str(name), unit, help(text));
-            recorder.register_gauge(&Key::from_static_name(name), &METADATA)
-        };
-        let histogram = |name: &'static str, unit: Option<Unit>, text: &'static str| {
-            recorder.describe_histogram(KeyName::from_const_str(name), unit, help(text));
-            recorder.register_histogram(&Key::from_static_name(name), &METADATA)
-        };
-        let labelled = |name: &'static str,
-                        text: &'static str,
-                        label: &'static str,
-                        values: &[&'static str]| {
-            recorder.describe_counter(KeyName::from_const_str(name), None, help(text));
-            values
-                .iter()
-                .map(|value| {
-                    let key = Key::from_static_parts(name, &[])
-                        .with_extra_labels(vec![Label::from_static_parts(label, value)]);
-                    recorder.register_counter(&key, &METADATA)
-                })
-                .collect::<Vec<_>>()
-        };
-        let statuses: Vec<&'static str> = STATUSES
-            .iter()
-            .map(|(_, label)| *label)
-            .chain(std::iter::once("other"))
-            .collect();
-        let results = labelled(
-            MESSAGE_RESULTS,
-            "Final per-message results, by the HTTP status the producer got.",
-            "status",
-            &statuses,
-        );
-        let reasons = FlushReason::ALL.map(FlushReason::as_str);
-        let batches_sent = labelled(
-            BATCHES_SENT,
-            "Batches flushed to the upstream, by why they were flushed.",
-            "reason",
-            &reasons,
-        );
-        // Registered per status as requests come back.
-        recorder.describe_counter(
-            KeyName::from_const_str(UPSTREAM_REQUESTS),
-            None,
-            help("Upstream HTTP requests, by status code (error, timeout: no answer)."),
-        );
-        gauge(
-            MAX_BUFFERED_BYTES,
-            Some(Unit::Bytes),
-            "The configured max_buffered_bytes bound.",
-        )
-        .set(max_buffered_bytes as f64);
-        let metrics = Metrics {
-            messages_received: counter(MESSAGES_RECEIVED, "Messages accepted from producers."),
-            results,
-            batches_sent,
-            batch_messages: histogram(BATCH_MESSAGES, None, "Messages per flushed batch."),
-            batch_bytes: histogram(
-                BATCH_BYTES,
-                Some(Unit::Bytes),
-                "Request body bytes per flushed batch.",
-            ),
-            upstream_duration: histogram(
-                UPSTREAM_DURATION,
-                Some(Unit::Seconds),
-                "Upstream request duration.",
-            ),
-            upstream_retries: counter(
-                UPSTREAM_RETRIES,
-                "Upstream requests resent after a retryable failure.",
-            ),
-            buffered_messages: gauge(
-                BUFFERED_MESSAGES,
-                None,
-                "Messages accepted and not yet answered.",
-            ),
-            buffered_bytes: gauge(
-                BUFFERED_BYTES,
-                Some(Unit::Bytes),
-                "Bytes of messages accepted and not yet answered.",
-            ),
-            in_flight: gauge(IN_FLIGHT, None, "Upstream requests in flight."),
-            message_wait: histogram(
-                MESSAGE_WAIT,
-                Some(Unit::Seconds),
-                "Time from accepting a message to its result.",
-            ),
-            shed: counter(
-                SHED,
-                "Producer requests refused with 429 because the buffer was full.",
-            ),
-            recorder,
-            handle,
-        };
-        Arc::new(metrics)
+        metrics::with_local_recorder(recorder.as_ref(), || {
+            max_buffered(max_buffered_bytes);
+            describe_upstream_requests();
+            Arc::new(Metrics {
+                recorder: recorder.clone(),
+                handle: recorder.handle(),
+                messages_received: counter!(
+                    description: "Messages accepted from producers.",
+                    MESSAGES_RECEIVED
+                ),
+                results: message_results(),
+                batches_sent: batches_sent(),
+                batch_messages: histogram!(
+                    description: "Messages per flushed batch.",
+                    BATCH_MESSAGES
+                ),
+                batch_bytes: histogram!(
+                    description: "Request body bytes per flushed batch.",
+                    unit: Unit::Bytes,
+                    BATCH_BYTES
+                ),
+                upstream_duration: histogram!(
+                    description: "Upstream request duration.",
+                    unit: Unit::Seconds,
+                    UPSTREAM_DURATION
+                ),
+                upstream_retries: counter!(
+                    description: "Upstream requests resent after a retryable failure.",
+                    UPSTREAM_RETRIES
+                ),
+                buffered_messages: gauge!(
+                    description: "Messages accepted and not yet answered.",
+                    BUFFERED_MESSAGES
+                ),
+                buffered_bytes: gauge!(
+                    description: "Bytes of messages accepted and not yet answered.",
+                    unit: Unit::Bytes,
+                    BUFFERED_BYTES
+                ),
+                in_flight: gauge!(description: "Upstream requests in flight.", IN_FLIGHT),
+                message_wait: histogram!(
+                    description: "Time from accepting a message to its result.",
+                    unit: Unit::Seconds,
+                    MESSAGE_WAIT
+                ),
+                shed: counter!(
+                    description: "Producer requests refused with 429 because the buffer was full.",
+                    SHED
+                ),
+            })
+        })
     }
 
     /// Counts one message's final result by the status its producer got (or would have got).
     pub fn message_result(&self, code: u16) {
-        let index = status_index(code).unwrap_or(STATUSES.len());
-        if let Some(c) = self.results.get(index) {
-            c.increment(1);
-        }
+        self.results.get(code).increment(1);
     }
 
     pub fn batch_sent(&self, reason: FlushReason, messages: usize, bytes: usize) {
-        if let Some(c) = self.batches_sent.get(reason as usize) {
-            c.increment(1);
-        }
+        self.batches_sent[reason].increment(1);
         self.batch_messages.record(messages as f64);
         self.batch_bytes.record(bytes as f64);
     }
@@ -256,10 +213,12 @@ impl Metrics {
         self.upstream_duration.record(elapsed.as_secs_f64());
     }
 
+    /// Upstream statuses are registered as they come back, so `/metrics` shows only those met.
     fn upstream_counter(&self, label: &'static str) -> Counter {
-        let key = Key::from_static_parts(UPSTREAM_REQUESTS, &[])
-            .with_extra_labels(vec![Label::from_static_parts("status", label)]);
-        self.recorder.register_counter(&key, &METADATA)
+        metrics::with_local_recorder(
+            self.recorder.as_ref(),
+            || counter!(UPSTREAM_REQUESTS, "status" => label),
+        )
     }
 
     /// The Prometheus text exposition of everything above.
@@ -271,6 +230,80 @@ impl Metrics {
     pub fn upkeep(&self) {
         self.handle.run_upkeep();
     }
+}
+
+/// How often histogram buffers are drained. Well under any scrape interval, so
+/// a scrape never finds much to fold in, and cheap enough to run when idle.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the histogram buffers drained between scrapes, until `stop`.
+pub async fn upkeep(metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => metrics.upkeep(),
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// The recorder, with each histogram's buckets.
+fn recorder() -> PrometheusRecorder {
+    let buckets = [
+        (BATCH_MESSAGES, SIZE_BUCKETS),
+        (BATCH_BYTES, BYTE_BUCKETS),
+        (UPSTREAM_DURATION, SECONDS_BUCKETS),
+        (MESSAGE_WAIT, SECONDS_BUCKETS),
+    ];
+    let mut builder = PrometheusBuilder::new();
+    for (name, values) in buckets {
+        // Fails only for an empty list, and these are non-empty constants.
+        builder = match builder.set_buckets_for_metric(Matcher::Full(name.into()), values) {
+            Ok(b) => b,
+            Err(e) => unreachable!("buckets of {name}: {e}"),
+        };
+    }
+    builder.build_recorder()
+}
+
+// One function per family that is more than a single registration; each runs
+// under the local recorder set in `Metrics::new`.
+
+/// `inletd_message_results_total{status}`, every label registered up front.
+fn message_results() -> ByStatus {
+    describe_counter!(
+        MESSAGE_RESULTS,
+        "Final per-message results, by the HTTP status the producer got."
+    );
+    ByStatus::register(MESSAGE_RESULTS)
+}
+
+/// `inletd_batches_sent_total{reason}`, every reason registered up front.
+fn batches_sent() -> EnumMap<FlushReason, Counter> {
+    describe_counter!(
+        BATCHES_SENT,
+        "Batches flushed to the upstream, by why they were flushed."
+    );
+    EnumMap::from_fn(|reason: FlushReason| counter!(BATCHES_SENT, "reason" => reason.as_str()))
+}
+
+/// `inletd_upstream_requests_total{status}`: described only, its labels are
+/// registered as requests come back ([`Metrics::upstream_request`]).
+fn describe_upstream_requests() {
+    describe_counter!(
+        UPSTREAM_REQUESTS,
+        "Upstream HTTP requests, by status code (error, timeout: no answer)."
+    );
+}
+
+/// `inletd_max_buffered_bytes`: set once, from the configuration.
+fn max_buffered(bytes: u64) {
+    gauge!(
+        description: "The configured max_buffered_bytes bound.",
+        unit: Unit::Bytes,
+        MAX_BUFFERED_BYTES
+    )
+    .set(bytes as f64);
 }
 
 #[cfg(test)]
@@ -285,6 +318,43 @@ mod tests {
         for (code, label) in STATUSES {
             assert_eq!(code.to_string(), label);
         }
+    }
+
+    #[test]
+    fn each_label_value_counts_in_its_own_series() {
+        let m = Metrics::new(1000);
+        m.message_result(413);
+        m.message_result(418);
+        m.message_result(0);
+        for reason in [FlushReason::Idle, FlushReason::Count, FlushReason::Idle] {
+            m.batch_sent(reason, 1, 10);
+        }
+        m.upstream_failure("timeout");
+        let text = m.render();
+        for line in [
+            r#"inletd_message_results_total{status="413"} 1"#,
+            r#"inletd_message_results_total{status="other"} 2"#,
+            r#"inletd_message_results_total{status="200"} 0"#,
+            r#"inletd_batches_sent_total{reason="idle"} 2"#,
+            r#"inletd_batches_sent_total{reason="count"} 1"#,
+            r#"inletd_batches_sent_total{reason="shutdown"} 0"#,
+            r#"inletd_upstream_requests_total{status="timeout"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(
+            !text.contains(r#"inletd_upstream_requests_total{status="200"}"#),
+            "upstream statuses appear once met:\n{text}"
+        );
+    }
+
+    #[test]
+    fn instances_keep_separate_counts() {
+        let (a, b) = (Metrics::new(1), Metrics::new(2));
+        a.messages_received.increment(5);
+        assert!(a.render().contains("inletd_messages_received_total 5"));
+        assert!(b.render().contains("inletd_messages_received_total 0"));
+        assert!(b.render().contains("inletd_max_buffered_bytes 2"));
     }
 
     #[test]

@@ -238,3 +238,20 @@ async fn the_usual_proxy_variables_are_honoured() {
         "POST http://aep.invalid/collection/batch/c HTTP/1.1"
     );
 }
+
+#[test]
+fn healthcheck_probes_a_running_inletd() {
+    let daemon = Daemon::start(inletd(), &["--upstream", "http://127.0.0.1:9"]);
+    let healthz = format!("http://127.0.0.1:{}/healthz", daemon.admin);
+    let (code, _, err) = run(inletd().args(["healthcheck", "--url", &healthz]));
+    assert_eq!(code, 0, "{err}");
+    // The producers' port has no /healthz: its 404 is unhealthy, and says so.
+    let wrong = daemon.url("/healthz");
+    let (code, _, err) = run(inletd().args(["healthcheck", "--url", &wrong]));
+    assert_eq!(code, 1);
+    assert!(err.contains("answered 404"), "{err}");
+    drop(daemon);
+    let (code, _, err) = run(inletd().args(["healthcheck", "--url", &healthz]));
+    assert_eq!(code, 1, "nothing listens any more");
+    assert!(err.contains("cannot connect"), "{err}");
+}
