@@ -6,8 +6,8 @@
 #   docker run --rm -p 8080:8080 -p 9464:9464 --read-only inletd
 #
 # Podman: `podman build --format docker ...` (the OCI format has no HEALTHCHECK).
-# docs/operations.md ("The container image") has more; .ci/check-image builds
-# this file's runtime stage in CI and starts it.
+# docs/operations.md ("The container image") has more; in CI, .ci/check-image
+# builds this file (target runtime-prebuilt, see there) and starts the image.
 #
 # Two binaries are shipped: `inletd` (the entrypoint) and `aep-standin` (a local
 # AEP stand-in for trying inletd offline: `--entrypoint aep-standin`).
