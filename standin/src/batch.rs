@@ -194,7 +194,7 @@ fn deliver(shared: &Shared, incoming: &Incoming, raws: &[&str], entries: &[Entry
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::standin::StandInConfig;
+    use crate::StandInConfig;
 
     fn entries_json(entries: &[Entry]) -> serde_json::Value {
         serde_json::to_value(entries).expect("serializable")

@@ -1,13 +1,13 @@
-//! `aep-standin`: command-line wrapper around [`inletd::standin`], a local
+//! `aep-standin`: command-line wrapper around [`aep_standin`], a local
 //! stand-in for Adobe Experience Platform streaming ingestion. Owns only flag
-//! parsing, logging and signal handling; the server lives in the library.
+//! parsing, logging and signal handling; the server lives in the crate's library.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aep_standin::{StandIn, StandInConfig};
 use clap::Parser;
-use inletd::standin::{StandIn, StandInConfig};
 
 /// A local stand-in for Adobe Experience Platform (AEP) streaming ingestion, for
 /// trying inletd offline, in tests and in benchmarks. It is NOT AEP: it checks

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::faults::{whole_request_answer, Fault};
 use super::state::{RecordedRequest, Shared};
-use super::{batch, single};
+use crate::{batch, single};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Endpoint {
