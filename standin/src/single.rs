@@ -40,7 +40,13 @@ pub(super) fn answer(shared: &Shared, incoming: Incoming) -> Answer {
             "message is rejected (aep-standin poison directive)",
         );
     }
-    let entry = resolve(shared, &[text], std::slice::from_ref(&check), !short);
+    let entry = resolve(
+        shared,
+        &incoming.connection_id,
+        &[text],
+        std::slice::from_ref(&check),
+        !short,
+    );
     match (check, entry.into_iter().next()) {
         (Check::Valid(_), Some(Entry::Delivered { .. })) => {
             accept(shared, &incoming, text.to_owned(), sync, short)
@@ -91,7 +97,7 @@ fn accept(
         shared.deliver(1, records);
     }
     let body = SingleAnswer {
-        inlet_id: &shared.inlet_id,
+        inlet_id: &incoming.connection_id,
         xaction_id: xaction_id.as_deref(),
         received_time_ms: now_ms(),
         sync_validation: if sync {

@@ -102,7 +102,6 @@ impl Drop for ConcurrencyGuard<'_> {
 
 pub(super) struct Shared {
     pub config: StandInConfig,
-    pub inlet_id: String,
     /// Cancelled when `run`'s shutdown future resolves.
     pub shutdown: CancellationToken,
     /// Ingestion requests being answered right now, and the most ever at once.
@@ -114,18 +113,8 @@ pub(super) struct Shared {
 
 impl Shared {
     pub fn new(config: StandInConfig) -> Self {
-        let a: u128 = rand::random();
-        let inlet_id = format!(
-            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-            (a >> 96) as u32,
-            (a >> 80) as u16,
-            (a >> 68) as u16 & 0xfff,
-            (a >> 56) as u16 & 0xfff,
-            a as u64 & 0xffff_ffff_ffff
-        );
         Shared {
             config,
-            inlet_id,
             shutdown: CancellationToken::new(),
             concurrency: Concurrency::default(),
             salt: rand::random(),

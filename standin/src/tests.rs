@@ -329,3 +329,44 @@ async fn no_record_keeps_only_counters() {
     assert_eq!(stats["delivered"], 2);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn answers_name_the_connection_and_org_as_aep_does() {
+    let s = start(StandInConfig {
+        ims_org: Some("CONF@AdobeOrg".into()),
+        ..StandInConfig::default()
+    })
+    .await;
+    let body = batch(&[
+        json!({"header":{"imsOrgId":"ORG@AdobeOrg"},"body":{}}),
+        json!({"header":{"imsOrgId":"ORG@AdobeOrg"}}),
+        json!({"header":{},"body":{"standin":{"status":429}}}),
+    ]);
+    let (status, _, text) = s.post("/collection/batch/conn-7", body).await;
+    assert_eq!(status, 207);
+    let answer = json_of(&text);
+    assert_eq!(answer["inletId"], "conn-7");
+    assert_eq!(
+        answer["responses"][1]["message"],
+        "inletId: [conn-7] imsOrgId: [ORG@AdobeOrg] Message has unknown xdm format: message has no body"
+    );
+    assert_eq!(
+        answer["responses"][2]["message"],
+        "inletId: [conn-7] imsOrgId: [CONF@AdobeOrg] aep-standin directive: status 429"
+    );
+
+    let (status, _, text) = s
+        .post("/collection/conn-8", r#"{"header":{},"body":{}}"#)
+        .await;
+    assert_eq!(
+        (status, json_of(&text)["inletId"].clone()),
+        (200, json!("conn-8"))
+    );
+    let (status, _, text) = s.post("/collection/conn-8", r#"{"body":{}}"#).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        json_of(&text)["message"],
+        "inletId: [conn-8] imsOrgId: [CONF@AdobeOrg] Message has unknown xdm format: message has no header"
+    );
+    s.stop().await;
+}
