@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::faults::Fault;
+use super::faults::{odd_entry, Fault};
 use super::ingest::{error_response, json_response, now_ms, Answer, Incoming};
 use super::message::{check_message, ims_org_of, Check};
 use super::state::{Delivered, Shared};
@@ -54,6 +54,8 @@ pub(super) enum Entry {
         status_code: Code,
         message: String,
     },
+    /// An entry bent by [`Fault::OddCodes`].
+    Odd(serde_json::Value),
 }
 
 #[derive(Serialize)]
@@ -167,9 +169,21 @@ pub(super) fn answer(shared: &Shared, incoming: Incoming) -> Answer {
     }
 
     let short = incoming.fault == Some(Fault::ShortResponses);
-    let mut entries = resolve(shared, &incoming.connection_id, &raws, &checks, !short);
+    let odd = incoming.fault == Some(Fault::OddCodes);
+    let mut entries = resolve(
+        shared,
+        &incoming.connection_id,
+        &raws,
+        &checks,
+        !short && !odd,
+    );
     if short {
         entries.pop();
+    } else if odd {
+        // Nothing delivered: no entry says plainly that it was.
+        for (i, entry) in entries.iter_mut().enumerate() {
+            *entry = Entry::Odd(odd_entry(i, shared.next_xaction_id()));
+        }
     } else {
         deliver(shared, &incoming, &raws, &entries);
         if incoming.fault == Some(Fault::LongResponses) {
@@ -192,7 +206,7 @@ fn deliver(shared: &Shared, incoming: &Incoming, raws: &[&str], entries: &[Entry
         .zip(entries)
         .filter_map(|(raw, entry)| match entry {
             Entry::Delivered { xaction_id } => Some((raw, xaction_id)),
-            Entry::Failed { .. } => None,
+            Entry::Failed { .. } | Entry::Odd(_) => None,
         });
     if shared.config.record {
         let records: Vec<Delivered> = delivered

@@ -11,7 +11,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use super::faults::{whole_request_answer, Fault};
+use super::faults::{self, whole_request_answer, Fault};
+use super::serve::KillSwitch;
 use super::state::{RecordedRequest, Shared};
 use crate::{batch, single};
 
@@ -44,7 +45,11 @@ pub(super) async fn serve(
     connection_id: String,
     req: Request,
 ) -> Response {
-    let (parts, body) = req.into_parts();
+    let fault = shared.take_fault();
+    let (parts, mut body) = req.into_parts();
+    if fault == Some(Fault::ResetMidRequest) {
+        return reset_mid_request(&shared, endpoint, &parts, &mut body).await;
+    }
     let max = shared.config.max_body_bytes;
     // Read well past the limit so an oversized body still gets its 413 rather
     // than a reset connection; beyond the hard cap the body is dropped unread.
@@ -60,19 +65,12 @@ pub(super) async fn serve(
     let record = shared.config.record.then(|| RecordedRequest {
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                (name.as_str().to_owned(), value)
-            })
-            .collect(),
+        headers: header_list(&parts.headers),
         body: body.clone(),
         status: 0,
         message_count: 0,
     });
-    let (seq, fault) = shared.arrive(endpoint == Endpoint::Batch, record);
+    let seq = shared.arrive(endpoint == Endpoint::Batch, record);
     let _concurrent = shared.concurrency.enter();
 
     let delay = match fault {
@@ -90,6 +88,9 @@ pub(super) async fn serve(
             StatusCode::SERVICE_UNAVAILABLE,
             "aep-standin is shutting down",
         ))
+    } else if fault == Some(Fault::Redirect) {
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        plain(faults::redirect(&shared.redirect_base, target))
     } else if let Some(response) = fault
         .as_ref()
         .and_then(|f| whole_request_answer(f, endpoint == Endpoint::Batch))
@@ -109,7 +110,7 @@ pub(super) async fn serve(
             authorization: header_str(&parts.headers, header::AUTHORIZATION.as_str()),
             headers: parts.headers,
             body,
-            fault,
+            fault: fault.clone(),
         };
         match endpoint {
             Endpoint::Batch => batch::answer(&shared, incoming),
@@ -124,7 +125,38 @@ pub(super) async fn serve(
         "answered"
     );
     shared.finish(seq, status, answer.message_count);
-    answer.response
+    faults::spoil_body(fault.as_ref(), answer.response).await
+}
+
+/// [`Fault::ResetMidRequest`]: read at most one chunk of the body, record the
+/// request (status 0: never answered), then drop the connection.
+async fn reset_mid_request(
+    shared: &Shared,
+    endpoint: Endpoint,
+    parts: &axum::http::request::Parts,
+    body: &mut axum::body::Body,
+) -> Response {
+    use http_body_util::BodyExt;
+    let first = match body.frame().await {
+        Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
+    };
+    let record = shared.config.record.then(|| RecordedRequest {
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: header_list(&parts.headers),
+        body: first,
+        status: 0,
+        message_count: 0,
+    });
+    shared.arrive(endpoint == Endpoint::Batch, record);
+    let Some(KillSwitch(kill)) = parts.extensions.get::<KillSwitch>() else {
+        // Not served by our accept loop: no connection to drop.
+        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "cannot reset here");
+    };
+    kill.cancel();
+    // The connection task drops this future with the connection.
+    std::future::pending().await
 }
 
 fn plain(response: Response) -> Answer {
@@ -156,6 +188,17 @@ fn check_auth(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
             "invalid or expired token",
         ))
     }
+}
+
+/// Headers as recorded: lower-case names, values decoded lossily.
+pub(crate) fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect()
 }
 
 pub(super) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {

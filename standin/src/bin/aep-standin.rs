@@ -17,8 +17,10 @@ use clap::Parser;
 /// `POST /collection/{id}` (single messages), plus control endpoints:
 /// `POST /standin/faults` (a JSON array such as
 /// `[{"kind":"status","status":503,"retry_after":1}]`; kinds: status,
-/// short_responses, long_responses, garbage, plain_ok, delay, hang),
-/// `GET /standin/stats` and `POST /standin/reset`. A message whose body holds
+/// short_responses, long_responses, garbage, plain_ok, delay, hang, cut_body,
+/// redirect, reset_mid_request, slow_body, odd_codes), `GET /standin/stats`,
+/// `GET /standin/messages` (the xactionIds delivered per `body.xdmEntity._id`)
+/// and `POST /standin/reset`. A message whose body holds
 /// `"standin":{"status":503,"times":2}` fails with that status the first 2
 /// times it is seen; `"standin":{"poison":true}` makes its whole batch a 400.
 #[derive(Debug, Parser)]
