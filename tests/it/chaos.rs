@@ -54,6 +54,7 @@ impl Inletd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_inletd"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1")
             .args(["--upstream", &format!("http://{upstream}")])
             .args(["--listen", &format!("127.0.0.1:{listen}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
