@@ -8,10 +8,10 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::faults::{odd_entry, Fault};
-use super::ingest::{error_response, json_response, now_ms, Answer, Incoming};
+use super::faults::odd_entry;
 use super::message::{check_message, ims_org_of, Check};
 use super::state::{Delivered, Shared};
+use crate::wire::{error_response, json_response, now_ms, Answer, Bend, Incoming};
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -54,7 +54,7 @@ pub(super) enum Entry {
         status_code: Code,
         message: String,
     },
-    /// An entry bent by [`Fault::OddCodes`].
+    /// An entry bent by [`crate::Fault::OddCodes`].
     Odd(serde_json::Value),
 }
 
@@ -168,8 +168,8 @@ pub(super) fn answer(shared: &Shared, incoming: Incoming) -> Answer {
         };
     }
 
-    let short = incoming.fault == Some(Fault::ShortResponses);
-    let odd = incoming.fault == Some(Fault::OddCodes);
+    let short = incoming.bend == Bend::ShortResponses;
+    let odd = incoming.bend == Bend::OddCodes;
     let mut entries = resolve(
         shared,
         &incoming.connection_id,
@@ -186,7 +186,7 @@ pub(super) fn answer(shared: &Shared, incoming: Incoming) -> Answer {
         }
     } else {
         deliver(shared, &incoming, &raws, &entries);
-        if incoming.fault == Some(Fault::LongResponses) {
+        if incoming.bend == Bend::LongResponses {
             entries.push(Entry::Delivered {
                 xaction_id: shared.next_xaction_id(),
             });

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::ingest::error_response;
+use crate::wire::error_response;
 
 /// Something for the stand-in to do wrong with one request.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]

@@ -1,42 +1,26 @@
 //! The path every ingestion request takes before an endpoint answers it: read
 //! the body, record the request and pop its fault, wait the configured latency,
 //! then the whole-request checks in the order a gateway makes them (fault,
-//! auth 401/403, size 413). Also the JSON answer helpers shared by the module.
+//! auth 401/403, size 413), or the connection dropped for `ResetMidRequest`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 
 use super::faults::{self, whole_request_answer, Fault};
 use super::serve::KillSwitch;
 use super::state::{RecordedRequest, Shared};
+use crate::wire::{error_response, header_list, header_str, Answer, Bend, Incoming};
 use crate::{batch, single};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Endpoint {
     Batch,
     Single,
-}
-
-/// A request that passed the whole-request checks, handed to an endpoint.
-pub(super) struct Incoming {
-    pub connection_id: String,
-    pub query: Option<String>,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    pub authorization: Option<String>,
-    /// The queued fault this request popped, if the endpoint has to apply it.
-    pub fault: Option<Fault>,
-}
-
-/// What an endpoint answered, and how many messages it found.
-pub(super) struct Answer {
-    pub response: Response,
-    pub message_count: usize,
 }
 
 pub(super) async fn serve(
@@ -110,7 +94,12 @@ pub(super) async fn serve(
             authorization: header_str(&parts.headers, header::AUTHORIZATION.as_str()),
             headers: parts.headers,
             body,
-            fault: fault.clone(),
+            bend: match fault {
+                Some(Fault::ShortResponses) => Bend::ShortResponses,
+                Some(Fault::LongResponses) => Bend::LongResponses,
+                Some(Fault::OddCodes) => Bend::OddCodes,
+                _ => Bend::None,
+            },
         };
         match endpoint {
             Endpoint::Batch => batch::answer(&shared, incoming),
@@ -187,76 +176,5 @@ fn check_auth(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
             StatusCode::FORBIDDEN,
             "invalid or expired token",
         ))
-    }
-}
-
-/// Headers as recorded: lower-case names, values decoded lossily.
-pub(crate) fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(name, value)| {
-            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-            (name.as_str().to_owned(), value)
-        })
-        .collect()
-}
-
-pub(super) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-}
-
-/// The value of query parameter `key` (no percent-decoding: the keys and values
-/// the stand-in looks at are plain ASCII).
-pub(super) fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        k.eq_ignore_ascii_case(key).then_some(v)
-    })
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-pub(super) fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
-}
-
-/// AEP's error shape: `{"statusCode":N,"message":"…"}` (`statusCode` may be a string).
-#[derive(serde::Serialize)]
-pub(super) struct ErrorBody<'a, C> {
-    #[serde(rename = "statusCode")]
-    pub status_code: C,
-    pub message: &'a str,
-}
-
-/// A whole-request error answer.
-pub(super) fn error_response(status: StatusCode, message: &str) -> Response {
-    let body = ErrorBody {
-        status_code: status.as_u16(),
-        message,
-    };
-    json_response(status, &body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_params_are_found_case_insensitively() {
-        let q = Some("a=1&syncValidation=True&x-adobe-flow-id=f1&flag");
-        assert_eq!(query_param(q, "syncvalidation"), Some("True"));
-        assert_eq!(query_param(q, "x-adobe-flow-id"), Some("f1"));
-        assert_eq!(query_param(q, "flag"), Some(""));
-        assert_eq!(query_param(q, "missing"), None);
-        assert_eq!(query_param(None, "a"), None);
     }
 }

@@ -14,7 +14,8 @@
 //! - `faults.rs`: the injectable [`Fault`]s and their answers;
 //! - `redirect.rs`: the second listener [`Fault::Redirect`] points to;
 //! - `serve.rs`: the accept loop, with a per-connection kill switch;
-//! - `state.rs`: what the stand-in remembers, and the [`StandInHandle`] to read it.
+//! - `state.rs`: what the stand-in remembers, and the [`StandInHandle`] to read it;
+//! - `wire.rs`: the request/answer types and HTTP helpers all of the above share.
 
 mod batch;
 mod faults;
@@ -26,6 +27,7 @@ mod single;
 mod state;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,8 +45,9 @@ use tokio::net::TcpListener;
 pub use faults::Fault;
 pub use state::{Delivered, RecordedRequest, StandInHandle};
 
-use ingest::{error_response, json_response, Endpoint};
+use ingest::Endpoint;
 use state::Shared;
+use wire::{error_response, json_response};
 
 /// How the stand-in behaves. `Default` matches AEP's documented limits.
 #[derive(Clone, Debug)]

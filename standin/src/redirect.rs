@@ -13,8 +13,8 @@ use axum::Router;
 use serde_json::json;
 
 use crate::batch::parse_envelope;
-use crate::ingest::{json_response, now_ms};
 use crate::state::{RecordedRequest, Shared};
+use crate::wire::{json_response, now_ms};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(arrived).with_state(shared)
@@ -52,7 +52,7 @@ async fn arrived(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     shared.record_redirected(RecordedRequest {
         path,
         query: parts.uri.query().map(str::to_owned),
-        headers: crate::ingest::header_list(&parts.headers),
+        headers: crate::wire::header_list(&parts.headers),
         body,
         status: status.as_u16(),
         message_count: count,
