@@ -12,8 +12,9 @@
 //!
 //! Around them: [`config`] (keys and layering), [`error`] (errors → HTTP),
 //! [`metrics`] (every `inletd_*` name), [`admin`] (`/metrics`, `/healthz`,
-//! `/readyz`), [`healthcheck`] (the container's probe of `/healthz`), [`shutdown`] (the drain phases), [`server`] (the accept loop),
-//! and [`standin`], a local stand-in for AEP used to try inletd offline and in tests.
+//! `/readyz`), [`healthcheck`] (the container's probe of `/healthz`),
+//! [`shutdown`] (the drain phases), [`server`] (the accept loop).
+//! The AEP stand-in used offline and in the tests is its own crate (`standin/`).
 
 #![forbid(unsafe_code)]
 
@@ -27,7 +28,6 @@ pub mod metrics;
 pub mod reply;
 pub mod server;
 pub mod shutdown;
-pub mod standin;
 pub mod upstream;
 
 use std::future::Future;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use inletd::standin::Fault;
+use aep_standin::Fault;
 
 use crate::support::{eventually, message, metric, ms, TestApp};
 

@@ -4,8 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use aep_standin::{StandIn, StandInConfig};
 use inletd::config::KEYS;
-use inletd::standin::{StandIn, StandInConfig};
 
 use crate::support::message;
 

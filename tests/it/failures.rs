@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use inletd::standin::{Fault, StandInConfig};
+use aep_standin::{Fault, StandInConfig};
 
 use crate::support::{message, send_all, TestApp};
 

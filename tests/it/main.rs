@@ -4,6 +4,7 @@
 mod support;
 
 mod backpressure;
+mod chaos;
 mod cli;
 mod credentials;
 mod failures;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use inletd::standin::Fault;
+use aep_standin::Fault;
 
 use crate::support::{eventually, message, ms, post, TestApp};
 

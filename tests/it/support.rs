@@ -4,8 +4,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use aep_standin::{StandIn, StandInConfig, StandInHandle};
 use inletd::config::{HumanDuration, UpstreamUrl};
-use inletd::standin::{StandIn, StandInConfig, StandInHandle};
 use inletd::{App, Config, DrainReport};
 use serde_json::Value;
 use tokio::sync::oneshot;

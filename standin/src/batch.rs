@@ -8,10 +8,10 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::faults::Fault;
-use super::ingest::{error_response, json_response, now_ms, Answer, Incoming};
-use super::message::{check_message, Check};
+use super::faults::odd_entry;
+use super::message::{check_message, ims_org_of, Check};
 use super::state::{Delivered, Shared};
+use crate::wire::{error_response, json_response, now_ms, Answer, Bend, Incoming};
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
@@ -54,6 +54,8 @@ pub(super) enum Entry {
         status_code: Code,
         message: String,
     },
+    /// An entry bent by [`crate::Fault::OddCodes`].
+    Odd(serde_json::Value),
 }
 
 #[derive(Serialize)]
@@ -87,6 +89,7 @@ pub(super) fn multi_status(
 /// the answer will not reach the client in a usable form.
 pub(super) fn resolve(
     shared: &Shared,
+    connection_id: &str,
     raws: &[&str],
     checks: &[Check],
     commit: bool,
@@ -99,22 +102,25 @@ pub(super) fn resolve(
             _ => None,
         });
     let mut fails = shared.directive_fails(directed, commit).into_iter();
+    let org = shared.config.ims_org.as_deref();
     checks
         .iter()
-        .map(|check| match check {
-            Check::Invalid(message) => Entry::Failed {
+        .zip(raws)
+        .map(|(check, raw)| match check {
+            Check::Invalid(reason) => Entry::Failed {
                 status_code: Code::Number(400),
-                message: message.clone(),
+                message: failure_text(connection_id, raw, org, reason),
             },
             Check::Valid(Some(d)) if d.status.is_some() && fails.next() == Some(true) => {
                 let status = d.status.unwrap_or(400);
+                let reason = format!("aep-standin directive: status {status}");
                 Entry::Failed {
                     status_code: if d.as_string {
                         Code::Text(status.to_string())
                     } else {
                         Code::Number(status)
                     },
-                    message: format!("aep-standin directive: status {status}"),
+                    message: failure_text(connection_id, raw, org, &reason),
                 }
             }
             Check::Valid(_) => Entry::Delivered {
@@ -122,6 +128,20 @@ pub(super) fn resolve(
             },
         })
         .collect()
+}
+
+/// A per-message failure worded as AEP words it:
+/// `inletId: [<connection id>] imsOrgId: [<org>] <reason>`, the org being the
+/// message's own `header.imsOrgId`, else the configured one, else empty.
+pub(super) fn failure_text(
+    connection_id: &str,
+    raw: &str,
+    org: Option<&str>,
+    reason: &str,
+) -> String {
+    let given = ims_org_of(raw);
+    let org = given.as_deref().or(org).unwrap_or("");
+    format!("inletId: [{connection_id}] imsOrgId: [{org}] {reason}")
 }
 
 pub(super) fn answer(shared: &Shared, incoming: Incoming) -> Answer {
@@ -148,13 +168,25 @@ pub(super) fn answer(shared: &Shared, incoming: Incoming) -> Answer {
         };
     }
 
-    let short = incoming.fault == Some(Fault::ShortResponses);
-    let mut entries = resolve(shared, &raws, &checks, !short);
+    let short = incoming.bend == Bend::ShortResponses;
+    let odd = incoming.bend == Bend::OddCodes;
+    let mut entries = resolve(
+        shared,
+        &incoming.connection_id,
+        &raws,
+        &checks,
+        !short && !odd,
+    );
     if short {
         entries.pop();
+    } else if odd {
+        // Nothing delivered: no entry says plainly that it was.
+        for (i, entry) in entries.iter_mut().enumerate() {
+            *entry = Entry::Odd(odd_entry(i, shared.next_xaction_id()));
+        }
     } else {
         deliver(shared, &incoming, &raws, &entries);
-        if incoming.fault == Some(Fault::LongResponses) {
+        if incoming.bend == Bend::LongResponses {
             entries.push(Entry::Delivered {
                 xaction_id: shared.next_xaction_id(),
             });
@@ -163,7 +195,7 @@ pub(super) fn answer(shared: &Shared, incoming: Incoming) -> Answer {
     let received = now_ms();
     let batch_id = shared.next_batch_id(received);
     Answer {
-        response: multi_status(&shared.inlet_id, &batch_id, received, &entries),
+        response: multi_status(&incoming.connection_id, &batch_id, received, &entries),
         message_count: count,
     }
 }
@@ -174,7 +206,7 @@ fn deliver(shared: &Shared, incoming: &Incoming, raws: &[&str], entries: &[Entry
         .zip(entries)
         .filter_map(|(raw, entry)| match entry {
             Entry::Delivered { xaction_id } => Some((raw, xaction_id)),
-            Entry::Failed { .. } => None,
+            Entry::Failed { .. } | Entry::Odd(_) => None,
         });
     if shared.config.record {
         let records: Vec<Delivered> = delivered
@@ -194,7 +226,7 @@ fn deliver(shared: &Shared, incoming: &Incoming, raws: &[&str], entries: &[Entry
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::standin::StandInConfig;
+    use crate::StandInConfig;
 
     fn entries_json(entries: &[Entry]) -> serde_json::Value {
         serde_json::to_value(entries).expect("serializable")
@@ -242,7 +274,7 @@ mod tests {
             r#"{"header":{},"body":{"standin":{"status":429}}}"#,
         ];
         let checks: Vec<Check> = raws.iter().map(|r| check_message(r, None)).collect();
-        let first = entries_json(&resolve(&shared, &raws, &checks, true));
+        let first = entries_json(&resolve(&shared, "c", &raws, &checks, true));
         assert!(first[0]["xactionId"].is_string());
         assert_eq!(first[1]["statusCode"], 400);
         assert_eq!(first[2]["statusCode"], "503");
@@ -250,7 +282,7 @@ mod tests {
         assert!(first[1].get("xactionId").is_none());
 
         // The `times: 1` message now succeeds; the one without `times` keeps failing.
-        let second = entries_json(&resolve(&shared, &raws, &checks, true));
+        let second = entries_json(&resolve(&shared, "c", &raws, &checks, true));
         assert!(second[2]["xactionId"].is_string());
         assert_eq!(second[3]["statusCode"], 429);
         assert_ne!(first[0]["xactionId"], second[0]["xactionId"]);
@@ -262,15 +294,15 @@ mod tests {
         let raw = r#"{"header":{},"body":{"standin":{"status":500,"times":2}}}"#;
         let raws = [raw, raw, raw];
         let checks: Vec<Check> = raws.iter().map(|r| check_message(r, None)).collect();
-        let dry = entries_json(&resolve(&shared, &raws, &checks, false));
+        let dry = entries_json(&resolve(&shared, "c", &raws, &checks, false));
         assert_eq!(dry[0]["statusCode"], 500);
         assert_eq!(dry[1]["statusCode"], 500);
         assert!(dry[2]["xactionId"].is_string());
-        let real = entries_json(&resolve(&shared, &raws, &checks, true));
+        let real = entries_json(&resolve(&shared, "c", &raws, &checks, true));
         assert_eq!(real[0]["statusCode"], 500);
         assert_eq!(real[1]["statusCode"], 500);
         assert!(real[2]["xactionId"].is_string());
-        let after = entries_json(&resolve(&shared, &raws[..1], &checks[..1], true));
+        let after = entries_json(&resolve(&shared, "c", &raws[..1], &checks[..1], true));
         assert!(after[0]["xactionId"].is_string());
     }
 

@@ -1,13 +1,13 @@
-//! `aep-standin`: command-line wrapper around [`inletd::standin`], a local
+//! `aep-standin`: command-line wrapper around [`aep_standin`], a local
 //! stand-in for Adobe Experience Platform streaming ingestion. Owns only flag
-//! parsing, logging and signal handling; the server lives in the library.
+//! parsing, logging and signal handling; the server lives in the crate's library.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aep_standin::{StandIn, StandInConfig};
 use clap::Parser;
-use inletd::standin::{StandIn, StandInConfig};
 
 /// A local stand-in for Adobe Experience Platform (AEP) streaming ingestion, for
 /// trying inletd offline, in tests and in benchmarks. It is NOT AEP: it checks
@@ -17,8 +17,10 @@ use inletd::standin::{StandIn, StandInConfig};
 /// `POST /collection/{id}` (single messages), plus control endpoints:
 /// `POST /standin/faults` (a JSON array such as
 /// `[{"kind":"status","status":503,"retry_after":1}]`; kinds: status,
-/// short_responses, long_responses, garbage, plain_ok, delay, hang),
-/// `GET /standin/stats` and `POST /standin/reset`. A message whose body holds
+/// short_responses, long_responses, garbage, plain_ok, delay, hang, cut_body,
+/// redirect, reset_mid_request, slow_body, odd_codes), `GET /standin/stats`,
+/// `GET /standin/messages` (the xactionIds delivered per `body.xdmEntity._id`)
+/// and `POST /standin/reset`. A message whose body holds
 /// `"standin":{"status":503,"times":2}` fails with that status the first 2
 /// times it is seen; `"standin":{"poison":true}` makes its whole batch a 400.
 #[derive(Debug, Parser)]

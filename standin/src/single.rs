@@ -8,10 +8,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::batch::{resolve, Code, Entry};
-use super::faults::Fault;
-use super::ingest::{json_response, now_ms, query_param, Answer, ErrorBody, Incoming};
 use super::message::{check_message, Check};
 use super::state::{Delivered, Shared};
+use crate::wire::{json_response, now_ms, query_param, Answer, Bend, ErrorBody, Incoming};
 
 const FLOW_ID: &str = "x-adobe-flow-id";
 
@@ -19,7 +18,7 @@ pub(super) fn answer(shared: &Shared, incoming: Incoming) -> Answer {
     let query = incoming.query.as_deref();
     let raw_data = incoming.headers.contains_key(FLOW_ID) || query_param(query, FLOW_ID).is_some();
     let sync = query_param(query, "syncValidation").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let short = incoming.fault == Some(Fault::ShortResponses);
+    let short = incoming.bend == Bend::ShortResponses;
 
     if raw_data {
         let text = String::from_utf8_lossy(&incoming.body).into_owned();
@@ -40,7 +39,13 @@ pub(super) fn answer(shared: &Shared, incoming: Incoming) -> Answer {
             "message is rejected (aep-standin poison directive)",
         );
     }
-    let entry = resolve(shared, &[text], std::slice::from_ref(&check), !short);
+    let entry = resolve(
+        shared,
+        &incoming.connection_id,
+        &[text],
+        std::slice::from_ref(&check),
+        !short,
+    );
     match (check, entry.into_iter().next()) {
         (Check::Valid(_), Some(Entry::Delivered { .. })) => {
             accept(shared, &incoming, text.to_owned(), sync, short)
@@ -91,7 +96,7 @@ fn accept(
         shared.deliver(1, records);
     }
     let body = SingleAnswer {
-        inlet_id: &shared.inlet_id,
+        inlet_id: &incoming.connection_id,
         xaction_id: xaction_id.as_deref(),
         received_time_ms: now_ms(),
         sync_validation: if sync {

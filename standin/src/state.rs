@@ -62,6 +62,10 @@ struct Inner {
     faults: VecDeque<Fault>,
     /// Directive messages (raw text) -> times seen so far.
     seen: HashMap<String, u64>,
+    /// Message id (`body.xdmEntity._id`) -> the `xactionId` of each delivery.
+    by_id: HashMap<String, Vec<String>>,
+    /// Requests that reached the redirect target.
+    redirected: Vec<RecordedRequest>,
     counters: Counters,
 }
 
@@ -102,11 +106,12 @@ impl Drop for ConcurrencyGuard<'_> {
 
 pub(super) struct Shared {
     pub config: StandInConfig,
-    pub inlet_id: String,
     /// Cancelled when `run`'s shutdown future resolves.
     pub shutdown: CancellationToken,
     /// Ingestion requests being answered right now, and the most ever at once.
     pub concurrency: Concurrency,
+    /// `http://host:port` of the redirect target ([`Fault::Redirect`]).
+    pub redirect_base: String,
     salt: u32,
     next_id: AtomicU64,
     inner: Mutex<Inner>,
@@ -114,20 +119,11 @@ pub(super) struct Shared {
 
 impl Shared {
     pub fn new(config: StandInConfig) -> Self {
-        let a: u128 = rand::random();
-        let inlet_id = format!(
-            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-            (a >> 96) as u32,
-            (a >> 80) as u16,
-            (a >> 68) as u16 & 0xfff,
-            (a >> 56) as u16 & 0xfff,
-            a as u64 & 0xffff_ffff_ffff
-        );
         Shared {
             config,
-            inlet_id,
             shutdown: CancellationToken::new(),
             concurrency: Concurrency::default(),
+            redirect_base: String::new(),
             salt: rand::random(),
             next_id: AtomicU64::new(1),
             inner: Mutex::new(Inner::default()),
@@ -150,9 +146,14 @@ impl Shared {
         format!("{received_ms}:{n}:{:08x}", self.salt.rotate_left(16))
     }
 
-    /// Registers an arriving ingestion request; returns its sequence number and
-    /// the fault it must suffer, if any is queued.
-    pub fn arrive(&self, batch: bool, record: Option<RecordedRequest>) -> (u64, Option<Fault>) {
+    /// The fault the arriving request must suffer, if any is queued (taken
+    /// before its body is read, so a fault can act while it is being read).
+    pub fn take_fault(&self) -> Option<Fault> {
+        self.lock().faults.pop_front()
+    }
+
+    /// Registers an ingestion request; returns its sequence number.
+    pub fn arrive(&self, batch: bool, record: Option<RecordedRequest>) -> u64 {
         let mut inner = self.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -166,7 +167,11 @@ impl Shared {
             // Nothing recorded: keep `requests[i] <-> first_seq + i` true.
             inner.first_seq = inner.next_seq;
         }
-        (seq, inner.faults.pop_front())
+        seq
+    }
+
+    pub fn record_redirected(&self, record: RecordedRequest) {
+        self.lock().redirected.push(record);
     }
 
     /// Fills in the answer of request `seq` (ignored if it was reset away).
@@ -218,6 +223,12 @@ impl Shared {
     pub fn deliver(&self, count: usize, records: Vec<Delivered>) {
         let mut inner = self.lock();
         inner.counters.delivered += count as u64;
+        for record in &records {
+            if let Some(id) = message_id(&record.message) {
+                let ids = inner.by_id.entry(id).or_default();
+                ids.push(record.xaction_id.clone());
+            }
+        }
         inner.delivered.extend(records);
     }
 
@@ -240,6 +251,13 @@ impl Shared {
             ..Inner::default()
         };
     }
+}
+
+/// A message's `body.xdmEntity._id`, if it has a string one.
+pub(crate) fn message_id(raw: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(raw).ok()?;
+    let id = value.get("body")?.get("xdmEntity")?.get("_id")?;
+    id.as_str().map(str::to_owned)
 }
 
 /// A cheap, cloneable view of a stand-in: inject faults, read what it received.
@@ -266,6 +284,17 @@ impl StandInHandle {
     /// Every message accepted with an `xactionId`, in order (empty when not recording).
     pub fn delivered(&self) -> Vec<Delivered> {
         self.shared.lock().delivered.clone()
+    }
+
+    /// Per message id (`body.xdmEntity._id`), the `xactionId` of each time it
+    /// was delivered (empty when not recording).
+    pub fn deliveries_by_id(&self) -> HashMap<String, Vec<String>> {
+        self.shared.lock().by_id.clone()
+    }
+
+    /// Every request that reached the redirect target of [`Fault::Redirect`].
+    pub fn redirected(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().redirected.clone()
     }
 
     /// TCP connections accepted so far.

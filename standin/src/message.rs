@@ -64,20 +64,28 @@ fn is_object(raw: &str) -> bool {
 pub(super) fn check_message(raw: &str, ims_org: Option<&str>) -> Check {
     // A struct also deserializes from an array, so test the shape first.
     if !is_object(raw) {
-        return Check::Invalid("message is not a JSON object".into());
+        return Check::Invalid(
+            "Message has unknown xdm format: message is not a JSON object".into(),
+        );
     }
     let view: MessageView = match serde_json::from_str(raw) {
         Ok(view) => view,
-        Err(err) => return Check::Invalid(format!("message is not valid JSON: {err}")),
+        Err(err) => {
+            return Check::Invalid(format!(
+                "Message has unknown xdm format: message is not valid JSON: {err}"
+            ))
+        }
     };
     let Some(header) = view.header else {
-        return Check::Invalid("message has no header".into());
+        return Check::Invalid("Message has unknown xdm format: message has no header".into());
     };
     if !is_object(header.get()) {
-        return Check::Invalid("message header is not an object".into());
+        return Check::Invalid(
+            "Message has unknown xdm format: message header is not an object".into(),
+        );
     }
     let Some(body) = view.body else {
-        return Check::Invalid("message has no body".into());
+        return Check::Invalid("Message has unknown xdm format: message has no body".into());
     };
     if let Some(org) = ims_org {
         let header: HeaderView = match serde_json::from_str(header.get()) {
@@ -86,11 +94,23 @@ pub(super) fn check_message(raw: &str, ims_org: Option<&str>) -> Check {
         };
         if let Some(given) = header.ims_org_id {
             if given.as_str() != Some(org) {
-                return Check::Invalid("wrong org: header.imsOrgId does not match".into());
+                return Check::Invalid(
+                    "Message imsOrgId does not match the inlet (wrong org)".into(),
+                );
             }
         }
     }
     Check::Valid(directive(body.get()))
+}
+
+/// The message's `header.imsOrgId` if it is a string (for failure texts).
+pub(super) fn ims_org_of(raw: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct View {
+        header: HeaderView,
+    }
+    let view: View = serde_json::from_str(raw).ok()?;
+    view.header.ims_org_id?.as_str().map(str::to_owned)
 }
 
 /// Reads `body.standin`, if any. Malformed directives are ignored.

@@ -329,3 +329,183 @@ async fn no_record_keeps_only_counters() {
     assert_eq!(stats["delivered"], 2);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn answers_name_the_connection_and_org_as_aep_does() {
+    let s = start(StandInConfig {
+        ims_org: Some("CONF@AdobeOrg".into()),
+        ..StandInConfig::default()
+    })
+    .await;
+    let body = batch(&[
+        json!({"header":{"imsOrgId":"ORG@AdobeOrg"},"body":{}}),
+        json!({"header":{"imsOrgId":"ORG@AdobeOrg"}}),
+        json!({"header":{},"body":{"standin":{"status":429}}}),
+    ]);
+    let (status, _, text) = s.post("/collection/batch/conn-7", body).await;
+    assert_eq!(status, 207);
+    let answer = json_of(&text);
+    assert_eq!(answer["inletId"], "conn-7");
+    assert_eq!(
+        answer["responses"][1]["message"],
+        "inletId: [conn-7] imsOrgId: [ORG@AdobeOrg] Message has unknown xdm format: message has no body"
+    );
+    assert_eq!(
+        answer["responses"][2]["message"],
+        "inletId: [conn-7] imsOrgId: [CONF@AdobeOrg] aep-standin directive: status 429"
+    );
+
+    let (status, _, text) = s
+        .post("/collection/conn-8", r#"{"header":{},"body":{}}"#)
+        .await;
+    assert_eq!(
+        (status, json_of(&text)["inletId"].clone()),
+        (200, json!("conn-8"))
+    );
+    let (status, _, text) = s.post("/collection/conn-8", r#"{"body":{}}"#).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        json_of(&text)["message"],
+        "inletId: [conn-8] imsOrgId: [CONF@AdobeOrg] Message has unknown xdm format: message has no header"
+    );
+    s.stop().await;
+}
+
+fn with_id(id: &str) -> Value {
+    json!({"header":{},"body":{"xdmEntity":{"_id": id}}})
+}
+
+#[tokio::test]
+async fn cut_and_slow_bodies_deliver_then_spoil_the_answer() {
+    let s = start(StandInConfig::default()).await;
+    s.handle
+        .push_faults([Fault::CutBody, Fault::SlowBody { ms: 1 }]);
+    let url = format!("{}/collection/batch/c", s.base);
+
+    let response = s
+        .client
+        .post(&url)
+        .body(batch(&[with_id("a"), with_id("b")]))
+        .send()
+        .await
+        .expect("headers arrive");
+    assert_eq!(response.status(), 207);
+    let declared = response.content_length().expect("declared length");
+    assert!(declared > 0);
+    assert!(response.text().await.is_err(), "the body is cut");
+
+    let mut response = s
+        .client
+        .post(&url)
+        .body(batch(&[with_id("c")]))
+        .send()
+        .await
+        .expect("headers arrive");
+    assert_eq!(response.status(), 207);
+    let first = response.chunk().await.expect("chunk").expect("some body");
+    assert_eq!(first.len(), 1, "trickled byte by byte");
+    let mut rest = first.to_vec();
+    while let Some(chunk) = response.chunk().await.expect("chunk") {
+        rest.extend_from_slice(&chunk);
+    }
+    let answer: Value = serde_json::from_slice(&rest).expect("whole answer in the end");
+    let xaction = answer["responses"][0]["xactionId"].clone();
+
+    let by_id = s.handle.deliveries_by_id();
+    assert_eq!(by_id["a"].len(), 1);
+    assert_eq!(by_id["b"].len(), 1);
+    assert_eq!(json!(by_id["c"]), json!([xaction]));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn redirect_points_to_a_recording_target_and_delivers_nothing() {
+    let s = start(StandInConfig::default()).await;
+    s.handle.push_faults([Fault::Redirect, Fault::Redirect]);
+    let body = batch(&[with_id("r1")]);
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let response = no_follow
+        .post(format!("{}/collection/batch/c?x=1", s.base))
+        .body(body.clone())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 307);
+    let location = response.headers()["location"].to_str().expect("ascii");
+    assert!(
+        location.starts_with("http://127.0.0.1:") && location.ends_with("/collection/batch/c?x=1")
+    );
+    assert!(!location.starts_with(&s.base));
+    assert!(s.handle.redirected().is_empty());
+
+    // A client that follows it lands on the target, which records it.
+    let response = s
+        .client
+        .post(format!("{}/collection/batch/c", s.base))
+        .body(body)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 207);
+    let redirected = s.handle.redirected();
+    assert_eq!(redirected.len(), 1);
+    assert_eq!(redirected[0].path, "/collection/batch/c");
+    assert_eq!(redirected[0].message_count, 1);
+    assert!(s.handle.delivered().is_empty() && s.handle.deliveries_by_id().is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn reset_mid_request_closes_without_an_answer() {
+    let s = start(StandInConfig::default()).await;
+    s.handle.push_faults([Fault::ResetMidRequest]);
+    let big = batch(
+        &(0..2000)
+            .map(|i| with_id(&i.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    let result = s
+        .client
+        .post(format!("{}/collection/batch/c", s.base))
+        .body(big)
+        .send()
+        .await;
+    assert!(result.is_err(), "no answer: {result:?}");
+    assert!(s.handle.delivered().is_empty());
+    let requests = s.handle.requests();
+    assert_eq!((requests.len(), requests[0].status), (1, 0));
+
+    // The stand-in itself carries on.
+    let (status, _, _) = s.post("/collection/batch/c", batch(&[with_id("ok")])).await;
+    assert_eq!(status, 207);
+    assert_eq!(s.handle.deliveries_by_id().len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn odd_codes_deliver_nothing() {
+    let s = start(StandInConfig::default()).await;
+    s.handle.push_faults([Fault::OddCodes]);
+    let messages: Vec<Value> = (0..6).map(|i| with_id(&format!("o{i}"))).collect();
+    let (status, _, text) = s.post("/collection/batch/c", batch(&messages)).await;
+    assert_eq!(status, 207);
+    let responses = json_of(&text)["responses"].clone();
+    let codes: Vec<Value> = (0..6).map(|i| responses[i]["statusCode"].clone()).collect();
+    assert_eq!(
+        codes,
+        [
+            json!("abc"),
+            json!(400.0),
+            json!(0),
+            json!(199),
+            json!(302),
+            json!("n/a")
+        ]
+    );
+    assert!(responses[5]["xactionId"].is_string());
+    assert!(s.handle.delivered().is_empty());
+    s.stop().await;
+}

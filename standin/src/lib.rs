@@ -4,7 +4,7 @@
 //! messages and never stores anything beyond this process's memory.
 //!
 //! This file owns the configuration, binding, routing and the control endpoints
-//! (`/standin/faults`, `/standin/stats`, `/standin/reset`). The rest is split by role:
+//! (`/standin/faults`, `/standin/stats`, `/standin/messages`, `/standin/reset`). The rest is split by role:
 //!
 //! - `ingest.rs`: what every ingestion request goes through (body, faults,
 //!   latency, auth, size) before an endpoint answers it;
@@ -12,16 +12,22 @@
 //! - `single.rs`: `POST /collection/{id}`;
 //! - `message.rs`: per-message checks and the test directives in `body.standin`;
 //! - `faults.rs`: the injectable [`Fault`]s and their answers;
-//! - `state.rs`: what the stand-in remembers, and the [`StandInHandle`] to read it.
+//! - `redirect.rs`: the second listener [`Fault::Redirect`] points to;
+//! - `serve.rs`: the accept loop, with a per-connection kill switch;
+//! - `state.rs`: what the stand-in remembers, and the [`StandInHandle`] to read it;
+//! - `wire.rs`: the request/answer types and HTTP helpers all of the above share.
 
 mod batch;
 mod faults;
 mod ingest;
 mod message;
+mod redirect;
+mod serve;
 mod single;
 mod state;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,8 +45,9 @@ use tokio::net::TcpListener;
 pub use faults::Fault;
 pub use state::{Delivered, RecordedRequest, StandInHandle};
 
-use ingest::{error_response, json_response, Endpoint};
+use ingest::Endpoint;
 use state::Shared;
+use wire::{error_response, json_response};
 
 /// How the stand-in behaves. `Default` matches AEP's documented limits.
 #[derive(Clone, Debug)]
@@ -75,6 +82,7 @@ impl Default for StandInConfig {
 /// A bound, not yet running stand-in. [`StandIn::run`] serves it.
 pub struct StandIn {
     listener: TcpListener,
+    redirect_listener: TcpListener,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
 }
@@ -84,10 +92,15 @@ impl StandIn {
     pub async fn bind(addr: SocketAddr, config: StandInConfig) -> std::io::Result<StandIn> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
+        // The redirect target: same interface, any free port.
+        let redirect_listener = TcpListener::bind(SocketAddr::new(local_addr.ip(), 0)).await?;
+        let mut shared = Shared::new(config);
+        shared.redirect_base = format!("http://{}", redirect_listener.local_addr()?);
         Ok(StandIn {
             listener,
+            redirect_listener,
             local_addr,
-            shared: Arc::new(Shared::new(config)),
+            shared: Arc::new(shared),
         })
     }
 
@@ -107,24 +120,32 @@ impl StandIn {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
-
         let stopping = self.shared.shutdown.clone();
         let counted = Arc::clone(&self.shared);
+        let redirect_app = redirect::router(Arc::clone(&self.shared));
         let app = router(self.shared);
-        // Small answers on keep-alive connections: don't let Nagle delay them.
-        let listener = self.listener.tap_io(move |tcp| {
+        let on_accept = move |tcp: &tokio::net::TcpStream| {
             counted.concurrency.connection_accepted();
+            // Small answers on keep-alive connections: don't let Nagle delay them.
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::trace!("failed to set TCP_NODELAY: {err}");
             }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stopping.cancel();
-            })
-            .await
+        };
+        let redirect_stop = stopping.clone();
+        let redirect_target = tokio::spawn(serve::serve(
+            self.redirect_listener,
+            redirect_app,
+            |_| {},
+            async move { redirect_stop.cancelled().await },
+        ));
+        let result = serve::serve(self.listener, app, on_accept, async move {
+            shutdown.await;
+            // Releases the requests held by `Hang` before waiting for answers.
+            stopping.cancel();
+        })
+        .await;
+        let _ = redirect_target.await;
+        result
     }
 }
 
@@ -134,6 +155,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/collection/{id}", post(single_route))
         .route("/standin/faults", post(faults_route))
         .route("/standin/stats", get(stats_route))
+        .route("/standin/messages", get(messages_route))
         .route("/standin/reset", post(reset_route))
         .fallback(not_found)
         .with_state(shared)
@@ -186,6 +208,14 @@ async fn stats_route(State(shared): State<Arc<Shared>>) -> Response {
             "batch_requests": stats.batch_requests,
             "delivered": stats.delivered,
         }),
+    )
+}
+
+/// Per message id (`body.xdmEntity._id`), the `xactionId` of each delivery.
+async fn messages_route(State(shared): State<Arc<Shared>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &StandInHandle::new(shared).deliveries_by_id(),
     )
 }
 
