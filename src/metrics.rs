@@ -37,17 +37,26 @@ pub enum FlushReason {
     Count,
     Bytes,
     Linger,
+    /// The key had spare upstream capacity, so its messages were not held back (SPEC §3).
+    Idle,
     Shutdown,
 }
 
 impl FlushReason {
-    pub const ALL: [FlushReason; 4] = [Self::Count, Self::Bytes, Self::Linger, Self::Shutdown];
+    pub const ALL: [FlushReason; 5] = [
+        Self::Count,
+        Self::Bytes,
+        Self::Linger,
+        Self::Idle,
+        Self::Shutdown,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Count => "count",
             Self::Bytes => "bytes",
             Self::Linger => "linger",
+            Self::Idle => "idle",
             Self::Shutdown => "shutdown",
         }
     }

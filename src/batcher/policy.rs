@@ -5,6 +5,15 @@
 //! request body past `max_bytes` flushes the buffer first; a buffer holding
 //! `max_messages` flushes at once; the linger timer starts with the first
 //! message.
+//!
+//! Adaptive flushing ([`Pacing`]): `linger` is a cap, not a delay. A key with
+//! fewer than `eager_in_flight` batches on their way upstream has spare
+//! capacity, so its buffer leaves at once (reason `idle`); once that many are
+//! in flight, messages gather until one of them comes back (or linger, count,
+//! bytes), so under load batches fill by themselves — natural batching, as in
+//! Nagle's algorithm generalised to several outstanding batches.
+
+use std::time::Duration;
 
 use crate::config::ENVELOPE_OVERHEAD;
 use crate::metrics::FlushReason;
@@ -38,6 +47,38 @@ impl Limits {
     /// After appending: `Some(Count)` if the buffer is full.
     pub fn after_push(&self, count: usize) -> Option<FlushReason> {
         (count >= self.max_messages).then_some(FlushReason::Count)
+    }
+}
+
+/// When a key's buffer leaves before it is full.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    /// Longest a message waits in the buffer.
+    pub linger: Duration,
+    /// Batches a key may have in flight before its messages are held back to
+    /// fill a batch (0: never, linger is then a fixed delay). More than one, so that after an idle spell the first
+    /// message leaving alone does not make everything behind it wait a whole
+    /// round trip.
+    pub eager_in_flight: usize,
+}
+
+impl Pacing {
+    /// Half of `max_in_flight` (at least one). With closed-loop producers a
+    /// loaded key's batches hold about `producers / eager_in_flight` messages,
+    /// so this keeps batches large under load (512 producers: ~64 a batch with
+    /// the default 16), leaves a few producers unhindered, and leaves the other
+    /// half of the upstream slots to other keys and to retries.
+    pub fn new(linger: Duration, max_in_flight: usize) -> Pacing {
+        Pacing {
+            linger,
+            eager_in_flight: (max_in_flight / 2).max(1),
+        }
+    }
+
+    /// Whether a buffer of `buffered` messages leaves now because its key has
+    /// only `in_flight` batches on their way upstream.
+    pub fn idle(&self, buffered: usize, in_flight: usize) -> Option<FlushReason> {
+        (buffered > 0 && in_flight < self.eager_in_flight).then_some(FlushReason::Idle)
     }
 }
 
@@ -78,5 +119,24 @@ mod tests {
     fn count_flushes_when_full() {
         assert_eq!(L.after_push(2), None);
         assert_eq!(L.after_push(3), Some(FlushReason::Count));
+    }
+
+    #[test]
+    fn a_key_with_spare_capacity_sends_at_once() {
+        let p = Pacing::new(Duration::from_millis(20), 16);
+        assert_eq!(p.eager_in_flight, 8);
+        assert_eq!(p.idle(1, 0), Some(FlushReason::Idle));
+        assert_eq!(p.idle(3, 7), Some(FlushReason::Idle));
+        assert_eq!(p.idle(3, 8), None, "enough in flight: fill the batch");
+        assert_eq!(p.idle(0, 0), None, "nothing to send");
+    }
+
+    #[test]
+    fn one_slot_is_nagle() {
+        let p = Pacing::new(Duration::from_millis(20), 1);
+        assert_eq!(p.eager_in_flight, 1);
+        assert_eq!(p.idle(1, 0), Some(FlushReason::Idle));
+        assert_eq!(p.idle(1, 1), None);
+        assert_eq!(Pacing::new(Duration::ZERO, 0).eager_in_flight, 1);
     }
 }
