@@ -18,15 +18,18 @@ mod policy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
 
 pub use in_flight::InFlight;
+use in_flight::Landed;
 pub use key::{BatchKey, CREDENTIAL_HEADERS};
-pub use policy::{body_len, Limits, Pacing};
+pub use policy::{body_len, Decision, Limits, Pacing};
 
 use crate::metrics::{FlushReason, Metrics};
 use crate::reply::Reply;
@@ -68,22 +71,40 @@ const INPUT_RUN: usize = 1024;
 
 /// A key's buffer and its batches on their way upstream. Kept while either is
 /// non-empty, removed when both are.
-#[derive(Default)]
 struct KeyState {
     messages: Vec<Message>,
     payload: usize,
+    /// When the oldest buffered message arrived.
+    since: Instant,
+    /// Wakes the worker to decide again (linger, or the pacing gap).
     timer: Option<delay_queue::Key>,
     in_flight: usize,
+    /// Smoothed duration of this key's deliveries (none until one ended).
+    rtt: Option<Duration>,
     /// Received in the current input run; its idle decision is pending.
     touched: bool,
+}
+
+impl KeyState {
+    fn new() -> KeyState {
+        KeyState {
+            messages: Vec::new(),
+            payload: 0,
+            since: Instant::now(),
+            timer: None,
+            in_flight: 0,
+            rtt: None,
+            touched: false,
+        }
+    }
 }
 
 /// Owns the buffers; see the module doc.
 pub struct Worker {
     rx: mpsc::UnboundedReceiver<(BatchKey, Vec<Message>)>,
     out: mpsc::UnboundedSender<Batch>,
-    done_tx: mpsc::UnboundedSender<Arc<BatchKey>>,
-    done_rx: mpsc::UnboundedReceiver<Arc<BatchKey>>,
+    done_tx: mpsc::UnboundedSender<Landed>,
+    done_rx: mpsc::UnboundedReceiver<Landed>,
     keys: HashMap<Arc<BatchKey>, KeyState>,
     touched: Vec<Arc<BatchKey>>,
     timers: DelayQueue<Arc<BatchKey>>,
@@ -141,9 +162,9 @@ impl Worker {
                     if let Some(state) = self.keys.get_mut(&key) {
                         state.timer = None;
                     }
-                    self.flush(&key, FlushReason::Linger);
+                    self.review(&key);
                 }
-                Some(key) = self.done_rx.recv() => self.landed(key),
+                Some((key, took)) = self.done_rx.recv() => self.landed(key, took),
                 item = self.rx.recv() => {
                     let Some((key, messages)) = item else { break };
                     self.push(key, messages);
@@ -168,16 +189,16 @@ impl Worker {
         };
         for message in messages {
             let len = message.body.len();
-            let state = self.keys.entry(key.clone()).or_default();
+            let state = self.keys.entry(key.clone()).or_insert_with(KeyState::new);
             if let Some(reason) = self
                 .limits
                 .before_push(state.messages.len(), state.payload, len)
             {
                 self.flush(&key, reason);
             }
-            let state = self.keys.entry(key.clone()).or_default();
-            if state.timer.is_none() {
-                state.timer = Some(self.timers.insert(key.clone(), self.pacing.linger));
+            let state = self.keys.entry(key.clone()).or_insert_with(KeyState::new);
+            if state.messages.is_empty() {
+                state.since = Instant::now();
             }
             state.messages.push(message);
             state.payload += len;
@@ -191,29 +212,53 @@ impl Worker {
         }
     }
 
-    /// After an input run: each key it touched leaves now if it has spare capacity.
+    /// After an input run: each key it touched is reviewed once.
     fn settle(&mut self) {
         for key in std::mem::take(&mut self.touched) {
-            let Some(state) = self.keys.get_mut(&key) else {
-                continue;
-            };
-            state.touched = false;
-            if let Some(reason) = self.pacing.idle(state.messages.len(), state.in_flight) {
-                self.flush(&key, reason);
+            if let Some(state) = self.keys.get_mut(&key) {
+                state.touched = false;
+                self.review(&key);
             }
         }
     }
 
-    /// A batch of `key` finished its delivery: what waited for that slot leaves.
-    fn landed(&mut self, key: Arc<BatchKey>) {
+    /// A batch of `key` finished its delivery after `took`: the key has a slot
+    /// more and a fresher round trip; what waits may leave.
+    fn landed(&mut self, key: Arc<BatchKey>, took: Duration) {
         let Some(state) = self.keys.get_mut(&key) else {
             return;
         };
         state.in_flight = state.in_flight.saturating_sub(1);
-        if let Some(reason) = self.pacing.idle(state.messages.len(), state.in_flight) {
-            self.flush(&key, reason);
-        } else if state.in_flight == 0 && state.messages.is_empty() && !state.touched {
+        // Smoothed like TCP's SRTT (7/8 old, 1/8 new).
+        state.rtt = Some(state.rtt.map_or(took, |rtt| (rtt * 7 + took) / 8));
+        if !state.messages.is_empty() {
+            self.review(&key);
+        } else if state.in_flight == 0 && !state.touched {
             self.keys.remove(&key);
+        }
+    }
+
+    /// Applies the pacing decision to a key's buffer: flush it, or set its
+    /// timer to when the decision should be made again.
+    fn review(&mut self, key: &Arc<BatchKey>) {
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
+        if state.messages.is_empty() {
+            return;
+        }
+        match self
+            .pacing
+            .decide(state.in_flight, state.since.elapsed(), state.rtt)
+        {
+            Decision::Flush(reason) => self.flush(key, reason),
+            Decision::Hold(after) => {
+                let at = state.since + after;
+                match state.timer {
+                    Some(ref timer) => self.timers.reset_at(timer, at),
+                    None => state.timer = Some(self.timers.insert_at(key.clone(), at)),
+                }
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! Worker tests under paused time: each flush trigger, key isolation, shutdown.
-//! The fixed-delay tests run with adaptive flushing off (`eager_in_flight`
-//! 0); the adaptive ones are in `tests_adaptive`.
+//! The fixed-delay tests run with adaptive flushing off (no batch may be
+//! sent early); the adaptive ones are in `tests_adaptive`.
 
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ pub(super) struct Rig {
 }
 
 fn rig(max_messages: usize, max_bytes: usize, linger_ms: u64) -> Rig {
-    paced_rig(max_messages, max_bytes, linger_ms, 0)
+    paced_rig(max_messages, max_bytes, linger_ms, 0, 0)
 }
 
 pub(super) fn paced_rig(
@@ -26,6 +26,7 @@ pub(super) fn paced_rig(
     max_bytes: usize,
     linger_ms: u64,
     eager_in_flight: usize,
+    max_in_flight: usize,
 ) -> Rig {
     let metrics = Metrics::new(1 << 30);
     let shutdown = CancellationToken::new();
@@ -38,6 +39,7 @@ pub(super) fn paced_rig(
         Pacing {
             linger: Duration::from_millis(linger_ms),
             eager_in_flight,
+            max_in_flight,
         },
         shutdown.clone(),
         metrics.clone(),
