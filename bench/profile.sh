@@ -11,8 +11,8 @@
 # inletd_messages_received_total). Prints one JSON line on stdout:
 #   {"instructions":N,"messages":N,"instructions_per_message":N,"batches":N,
 #    "messages_per_batch":N,"callgrind_out":"..."}
-# and, with BENCH_PROFILE_TOP=N (default 30), the top functions by inclusive and
-# self instruction count on stderr (callgrind_annotate).
+# and, with BENCH_PROFILE_TOP=N (default 30), the top functions by inclusive
+# instruction count on stderr (callgrind_annotate --inclusive=yes).
 #
 # Usage: bench/profile.sh            (needs valgrind; builds release unless BENCH_SKIP_BUILD=1)
 # Environment: BENCH_PROFILE_DURATION=10s BENCH_PROFILE_WARMUP=5s
@@ -123,8 +123,5 @@ if [[ $TOP -gt 0 ]]; then
         echo "== inletd: top functions, inclusive (measured window) =="
         callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '1,400p' |
             grep -E '^ *[0-9,]+ ' | head -"$TOP" | cut -c1-200
-        echo
-        echo "== inletd: top functions, self =="
-        callgrind_annotate "$dump" 2>/dev/null | grep -E '^ *[0-9,]+ ' | head -"$TOP" | cut -c1-200
     } >&2
 fi
