@@ -90,7 +90,10 @@ async fn a_loaded_key_gathers_until_its_batch_comes_back() {
     };
     let first = send("first");
     app.wait_for_metric("inletd_in_flight_requests", 1.0).await;
-    let (second, third) = (send("second"), send("third"));
+    // One after the other, so each would leave alone if the slot were freed early.
+    let second = send("second");
+    app.wait_for_metric("inletd_buffered_messages", 2.0).await;
+    let third = send("third");
     app.wait_for_metric("inletd_buffered_messages", 3.0).await;
     for task in [first, second, third] {
         assert_eq!(task.await.unwrap(), 200);
