@@ -15,28 +15,13 @@ import sys
 
 MIB = 1024 * 1024
 
-PHASES = {
-    "A": "trivial200 (ceiling)",
-    "B": "inletd -> stand-in",
-    "C": "stand-in single endpoint",
-    "D": "inletd (half load)",
-    "M": "inletd memory bound",
-}
-
-
-def parse_ms(text):
-    """Human duration ("20ms", "1.5s", "2m", "500us") to milliseconds."""
-    total = 0.0
-    units = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3, "sec": 1e3,
-             "m": 60e3, "min": 60e3, "h": 3600e3}
-    parts = re.findall(r"([0-9.]+)\s*([a-zµ]+)", text.strip())
-    if not parts:
-        raise ValueError(f"cannot parse duration {text!r}")
-    for num, unit in parts:
-        if unit not in units:
-            raise ValueError(f"unknown unit in {text!r}")
-        total += float(num) * units[unit]
-    return total
+def describe(name):
+    """What a phase name (bench/run.sh) measures."""
+    for prefix, what in (("direct", "stand-in single endpoint"), ("trivial", "trivial200 (ceiling)"),
+                         ("inletd", "inletd -> stand-in")):
+        if name.startswith(prefix):
+            return what
+    return {"mem": "inletd memory bound"}.get(name, name)
 
 
 def load(logs, name):
@@ -141,6 +126,37 @@ def other_cpu(p):
     return max(busy - ours, 0.0)
 
 
+def cpu_per_msg(p):
+    """Microseconds of the target's CPU per success in the measured window."""
+    cpu = p.get("cpu_s", {}).get("target")
+    ok = p["loadgen"].get("ok")
+    return cpu / ok * 1e6 if cpu is not None and ok else None
+
+
+def upstream_delta(p):
+    """The stand-in's counters over a phase (warmup included): messages per batch request."""
+    before, after = p.get("standin_before") or {}, p.get("standin_after") or {}
+    d_req = delta(after, before, "requests")
+    d_batch = delta(after, before, "batch_requests")
+    d_deliv = delta(after, before, "delivered")
+    return {
+        "requests": d_req, "batch_requests": d_batch, "delivered": d_deliv,
+        "msgs_per_batch_request": ratio(d_deliv, d_batch),
+    }
+
+
+def load_instr(logs):
+    """bench/profile.sh's JSON line, if phase instr ran."""
+    try:
+        with open(os.path.join(logs, "instr.out")) as f:
+            for raw in f:
+                if raw.startswith("{"):
+                    return json.loads(raw)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def fmt(v, spec="{:.1f}"):
     return "-" if v is None else spec.format(v)
 
@@ -149,13 +165,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--logs", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--phases", default="A B C D")
+    ap.add_argument("--phases", required=True)
     ap.add_argument("--duration", required=True)
     ap.add_argument("--warmup", required=True)
     ap.add_argument("--message-bytes", type=int, required=True)
-    ap.add_argument("--linger", required=True)
+    ap.add_argument("--few", type=int, default=16)
+    ap.add_argument("--many", type=int, default=512)
+    ap.add_argument("--flood", type=int, default=2048)
     ap.add_argument("--latency", required=True)
-    ap.add_argument("--max-batch-messages", type=int, required=True)
     ap.add_argument("--max-buffered-bytes", type=int, default=0)
     ap.add_argument("--idle-rss-kb", type=int, default=0)
     ap.add_argument("--peak-rss-kb", type=int, default=0)
@@ -168,8 +185,9 @@ def main():
     ap.add_argument("--mem-inletd-args", default="")
     a = ap.parse_args()
 
+    order = a.phases.split()
     phases = {}
-    for name in a.phases.split():
+    for name in order:
         data = load(a.logs, name)
         if data is not None:
             phases[name] = data
@@ -177,21 +195,22 @@ def main():
     # ---- table
     rows = []
     header = ("phase", "target", "conns", "msgs/s", "p50 ms", "p90 ms", "p99 ms",
-              "max ms", "ok", "errors", "target cpu s", "upstream cpu s", "loadgen cpu s",
-              "other cpu s")
-    for name in ("A", "B", "C", "D", "M"):
+              "max ms", "ok", "errors", "target cpu s", "cpu us/msg", "upstream cpu s",
+              "loadgen cpu s", "other cpu s")
+    for name in order:
         p = phases.get(name)
         if p is None:
             continue
         lg = p["loadgen"]
         cpu = p.get("cpu_s", {})
         rows.append((
-            name, PHASES[name], str(lg["connections"]), fmt(lg["msgs_per_s"]),
+            name, describe(name), str(lg["connections"]), fmt(lg["msgs_per_s"]),
             fmt(lg["p50_ms"], "{:.2f}"), fmt(lg["p90_ms"], "{:.2f}"),
             fmt(lg["p99_ms"], "{:.2f}"), fmt(lg["max_ms"], "{:.2f}"),
             str(lg["ok"]), str(lg["errors"]),
             fmt(cpu.get("target"), "{:.2f}"),
-            fmt(cpu.get("standin"), "{:.2f}") if name in "BDM" else "",
+            fmt(cpu_per_msg(p), "{:.1f}"),
+            fmt(cpu.get("standin"), "{:.2f}") if name.startswith("inletd") or name == "mem" else "",
             fmt(lg.get("cpu_s"), "{:.2f}"),
             fmt(other_cpu(p), "{:.2f}"),
         ))
@@ -205,129 +224,133 @@ def main():
     print()
     print(f"inletd benchmark: {a.duration} per phase after {a.warmup} warmup, "
           f"{a.message_bytes}-byte messages, {a.cpus} CPUs, stand-in latency {a.latency}")
-    if a.inletd_args:
-        print(f"inletd {a.inletd_args}")
-    if "M" in phases:
-        print(f"phase M: {a.mem_message_bytes}-byte messages, stand-in latency {a.mem_latency}, "
+    print(f"inletd {a.inletd_args or '(not run)'}")
+    if "mem" in phases:
+        print(f"phase mem: {a.mem_message_bytes}-byte messages, stand-in latency {a.mem_latency}, "
               f"inletd {a.mem_inletd_args}")
     print()
-    print(line(header))
-    print(line(tuple("-" * w for w in widths)))
-    for r in rows:
-        print(line(r))
-    for name in ("A", "B", "C", "D", "M"):
-        p = phases.get(name)
-        o = other_cpu(p) if p else None
+    if rows:
+        print(line(header))
+        print(line(tuple("-" * w for w in widths)))
+        for r in rows:
+            print(line(r))
+    for name, p in phases.items():
+        o = other_cpu(p)
         if o is not None and p.get("wall_s") and a.cpus and o > 0.1 * a.cpus * p["wall_s"]:
             print(f"  WARNING: phase {name}: other processes used {o:.1f} CPU s of "
                   f"{a.cpus * p['wall_s']:.1f} available: the machine was not quiet")
-    for name in ("A", "B", "C", "D", "M"):
-        p = phases.get(name)
-        if p and p["loadgen"]["errors"]:
+        if p["loadgen"]["errors"]:
             lg = p["loadgen"]
-            note = " (429s expected: the buffer is meant to be full)" if name == "M" else ""
+            note = " (429s expected: the buffer is meant to be full)" if name == "mem" else ""
             print(f"  {name} answers: status {lg['status_counts']} "
                   f"error kinds {lg['error_kinds']}{note}")
     print()
 
-    def rate(name):
-        p = phases.get(name)
-        return p["loadgen"]["msgs_per_s"] if p else None
-
     checks = []
     summary = {}
 
-    # ---- ratios
-    summary["B_over_A"] = ratio(rate("B"), rate("A"))
-    summary["B_over_C"] = ratio(rate("B"), rate("C"))
-    print(f"B/A  inletd vs ceiling:          {fmt(summary['B_over_A'], '{:.3f}')}")
-    print(f"B/C  inletd vs single endpoint:  {fmt(summary['B_over_C'], '{:.3f}')}")
+    def lg(name, key):
+        p = phases.get(name)
+        return p["loadgen"][key] if p else None
 
-    # ---- upstream requests per message during B
-    if "B" in phases:
-        b = phases["B"]
-        before, after = b.get("standin_before") or {}, b.get("standin_after") or {}
-        d_req = delta(after, before, "requests")
-        d_batch = delta(after, before, "batch_requests")
-        d_deliv = delta(after, before, "delivered")
-        summary["B_upstream"] = {
-            "requests": d_req, "batch_requests": d_batch, "delivered": d_deliv,
-            "msgs_per_batch_request": ratio(d_deliv, d_batch),
-            "upstream_requests_per_msg": (round(d_req / d_deliv, 5)
-                                          if d_req is not None and d_deliv else None),
-        }
-        u = summary["B_upstream"]
-        print(f"B upstream: {fmt(d_batch, '{}')} batch requests carried "
-              f"{fmt(d_deliv, '{}')} messages (incl. warmup): "
-              f"{fmt(u['msgs_per_batch_request'], '{:.1f}')} msgs/request, "
-              f"{fmt(u['upstream_requests_per_msg'], '{:.5f}')} upstream requests/msg "
-              f"(max_batch_messages {a.max_batch_messages})")
-        errs = b["loadgen"]["errors"]
-        checks.append(("B has no errors", errs == 0, f"{errs} errors"))
+    def check(what, ok, detail):
+        checks.append((what, ok, detail))
 
-    # ---- inletd's own view (its /metrics, deltas over the phase)
-    for name in ("B", "D", "M"):
-        if name not in phases:
+    # ---- inletd's own view (its /metrics, deltas over the phase) and upstream requests
+    for name in order:
+        if name not in phases or not (name.startswith("inletd") or name == "mem"):
             continue
+        up = upstream_delta(phases[name])
+        summary[f"{name}_upstream"] = up
         m = metrics_delta(a.logs, name)
-        if not m:
-            continue
-        lg = phases[name]["loadgen"]
-        m["loadgen_mean_ms"] = lg["mean_ms"]
-        if m.get("message_wait_avg_ms") is not None:
-            m["outside_inletd_ms"] = round(lg["mean_ms"] - m["message_wait_avg_ms"], 2)
-        summary[f"{name}_inletd_metrics"] = m
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(m["batches_by_reason"].items()) if v)
-        print(f"{name} inside inletd (incl. warmup): {m['batches']} batches ({reasons}), "
-              f"avg {fmt(m['batch_messages_avg'])} msgs / {fmt(m['batch_kib_avg'])} KiB; "
-              f"upstream request avg {fmt(m['upstream_avg_ms'], '{:.2f}')} ms; message wait "
-              f"(accept to answer) avg {fmt(m['message_wait_avg_ms'], '{:.2f}')} ms vs loadgen mean "
-              f"{lg['mean_ms']:.2f} ms (HTTP + scheduling outside it: "
-              f"{fmt(m.get('outside_inletd_ms'), '{:.2f}')} ms)")
+        if m:
+            m["loadgen_mean_ms"] = phases[name]["loadgen"]["mean_ms"]
+            summary[f"{name}_inletd_metrics"] = m
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(m["batches_by_reason"].items()) if v)
+            print(f"{name} inside inletd (incl. warmup): {m['batches']} batches ({reasons}), "
+                  f"avg {fmt(m['batch_messages_avg'])} msgs / {fmt(m['batch_kib_avg'])} KiB; "
+                  f"upstream request avg {fmt(m['upstream_avg_ms'], '{:.2f}')} ms; message wait "
+                  f"avg {fmt(m['message_wait_avg_ms'], '{:.2f}')} ms vs loadgen mean "
+                  f"{m['loadgen_mean_ms']:.2f} ms")
+        if name != "mem":
+            errs = phases[name]["loadgen"]["errors"]
+            check(f"{name} has no errors", errs == 0, f"{errs} errors")
 
-    # ---- latency bound at half load
-    if "D" in phases:
-        bound = parse_ms(a.linger) + parse_ms(a.latency) + 5.0
-        p99 = phases["D"]["loadgen"]["p99_ms"]
-        p50 = phases["D"]["loadgen"]["p50_ms"]
-        summary["D_latency"] = {"p50_ms": p50, "p99_ms": p99, "bound_ms": bound}
-        checks.append((f"D p99 <= linger + latency + 5 ms = {bound:.1f} ms",
-                       p99 <= bound, f"p99 {p99:.2f} ms, p50 {p50:.2f} ms"))
-        errs = phases["D"]["loadgen"]["errors"]
-        checks.append(("D has no errors", errs == 0, f"{errs} errors"))
+    # ---- 1. a few producers: latency next to direct
+    few_i, few_d = f"inletd{a.few}", f"direct{a.few}"
+    if few_i in phases and few_d in phases:
+        for q, margin in (("p50_ms", 3.0), ("p99_ms", 5.0)):
+            vi, vd = lg(few_i, q), lg(few_d, q)
+            summary[f"few_{q}"] = {"inletd": vi, "direct": vd, "bound": vd + margin}
+            check(f"{a.few} producers: inletd {q[:3]} <= direct {q[:3]} + {margin:.0f} ms",
+                  vi <= vd + margin, f"{vi:.2f} ms vs {vd:.2f} + {margin:.0f} = {vd + margin:.2f} ms")
 
-    # ---- memory
-    if a.max_buffered_bytes and a.peak_rss_kb and ("B" in phases or "D" in phases):
-        bound = 1.5 * a.max_buffered_bytes + 20 * MIB
+    # ---- 2. many producers: throughput next to direct, and batches
+    many_i, many_d = f"inletd{a.many}", f"direct{a.many}"
+    if many_i in phases and many_d in phases:
+        r = ratio(lg(many_i, "msgs_per_s"), lg(many_d, "msgs_per_s"))
+        summary["many_rate_ratio"] = r
+        check(f"{a.many} producers: inletd msgs/s >= 0.9 x direct", r is not None and r >= 0.9,
+              f"{fmt(lg(many_i, 'msgs_per_s'))} / {fmt(lg(many_d, 'msgs_per_s'))} = {fmt(r, '{:.3f}')}")
+    if many_i in phases:
+        per = summary[f"{many_i}_upstream"]["msgs_per_batch_request"]
+        check(f"{a.many} producers: >= 50 messages per upstream request",
+              per is not None and per >= 50, f"{fmt(per)}")
+
+    # ---- 3. a flood (CPU-bound): next to the trivial server
+    fl_i, fl_t = f"inletd{a.flood}", f"trivial{a.flood}"
+    if fl_i in phases and fl_t in phases:
+        r = ratio(lg(fl_i, "msgs_per_s"), lg(fl_t, "msgs_per_s"))
+        ci, ct = cpu_per_msg(phases[fl_i]), cpu_per_msg(phases[fl_t])
+        rc = ratio(ci, ct)
+        summary["flood"] = {"rate_ratio": r, "cpu_us_per_msg": ci, "trivial_cpu_us_per_request": ct,
+                            "cpu_ratio": rc}
+        check(f"{a.flood} producers: inletd msgs/s >= 0.8 x trivial200", r is not None and r >= 0.8,
+              f"{fmt(lg(fl_i, 'msgs_per_s'))} / {fmt(lg(fl_t, 'msgs_per_s'))} = {fmt(r, '{:.3f}')}")
+        check(f"{a.flood} producers: inletd CPU/msg <= 1.3 x trivial200 CPU/request",
+              rc is not None and rc <= 1.3,
+              f"{fmt(ci, '{:.1f}')} us / {fmt(ct, '{:.1f}')} us = {fmt(rc, '{:.3f}')}")
+    if fl_i in phases:
+        per = summary[f"{fl_i}_upstream"]["msgs_per_batch_request"]
+        check(f"{a.flood} producers: >= 200 messages per upstream request",
+              per is not None and per >= 200, f"{fmt(per)}")
+
+    # ---- 4. memory
+    bound = 1.5 * a.max_buffered_bytes + 20 * MIB
+    if a.idle_rss_kb:
         idle, peak = a.idle_rss_kb * 1024, a.peak_rss_kb * 1024
         summary["inletd_memory"] = {
             "idle_vmrss_bytes": idle, "peak_vmhwm_bytes": peak,
             "max_buffered_bytes": a.max_buffered_bytes, "bound_bytes": int(bound),
         }
-        print(f"B/D inletd RSS: idle VmRSS {idle / MIB:.1f} MiB, peak VmHWM {peak / MIB:.1f} MiB "
-              f"(max_buffered_bytes {a.max_buffered_bytes / MIB:.1f} MiB)")
-        checks.append((f"B/D inletd peak RSS <= 1.5 x max_buffered_bytes + 20 MiB = {bound / MIB:.1f} MiB",
-                       0 < peak <= bound, f"{peak / MIB:.1f} MiB"))
-
-    # ---- memory bound under a full buffer (phase M)
-    if "M" in phases and a.max_buffered_bytes:
-        bound = 1.5 * a.max_buffered_bytes + 20 * MIB
-        samples = read_samples(os.path.join(a.logs, "buffered-M.txt"))
+        check("idle inletd RSS <= 15 MiB", 0 < idle <= 15 * MIB, f"{idle / MIB:.1f} MiB")
+        check(f"inletd peak RSS under load <= 1.5 x max_buffered_bytes + 20 MiB = {bound / MIB:.1f} MiB",
+              0 < peak <= bound, f"{peak / MIB:.1f} MiB")
+    if "mem" in phases and a.max_buffered_bytes:
+        samples = read_samples(os.path.join(a.logs, "buffered-mem.txt"))
         top = max(samples) if samples else None
         idle, peak = a.mem_idle_rss_kb * 1024, a.mem_peak_rss_kb * 1024
-        summary["M_memory"] = {
+        summary["mem"] = {
             "idle_vmrss_bytes": idle, "peak_vmhwm_bytes": peak,
             "max_buffered_bytes": a.max_buffered_bytes, "bound_bytes": int(bound),
             "buffered_bytes_max_sampled": top, "buffered_samples": len(samples),
         }
-        filled = top is not None and top >= 0.9 * a.max_buffered_bytes
-        print(f"M inletd RSS: idle VmRSS {idle / MIB:.1f} MiB, peak VmHWM {peak / MIB:.1f} MiB; "
-              f"inletd_buffered_bytes reached "
-              f"{fmt(None if top is None else top / MIB)} MiB of {a.max_buffered_bytes / MIB:.1f} MiB")
-        checks.append(("M fills the buffer (inletd_buffered_bytes >= 90% of max_buffered_bytes)",
-                       filled, f"max sampled {fmt(None if top is None else top / MIB)} MiB"))
-        checks.append((f"M peak RSS with a full buffer <= 1.5 x max_buffered_bytes + 20 MiB = "
-                       f"{bound / MIB:.1f} MiB", 0 < peak <= bound, f"{peak / MIB:.1f} MiB"))
+        check("mem: the buffer fills (inletd_buffered_bytes >= 90% of max_buffered_bytes)",
+              top is not None and top >= 0.9 * a.max_buffered_bytes,
+              f"max sampled {fmt(None if top is None else top / MIB)} MiB")
+        check(f"mem: peak RSS with a full buffer <= 1.5 x max_buffered_bytes + 20 MiB = "
+              f"{bound / MIB:.1f} MiB", 0 < peak <= bound, f"{peak / MIB:.1f} MiB")
+
+    # ---- instructions per message (callgrind; the regression figure)
+    if "instr" in order:
+        instr = load_instr(a.logs)
+        summary["instr"] = instr
+        if instr:
+            print(f"instr (callgrind, defaults): {fmt(instr.get('instructions_per_message'), '{}')} "
+                  f"instructions per message over {instr.get('messages')} messages, "
+                  f"{fmt(instr.get('messages_per_batch'))} messages per batch")
+        else:
+            print("instr: no result (see target/bench-logs/instr.log)")
 
     print()
     failed = 0
@@ -339,12 +362,12 @@ def main():
     doc = {
         "config": {
             "duration": a.duration, "warmup": a.warmup, "message_bytes": a.message_bytes,
-            "linger": a.linger, "standin_latency": a.latency,
-            "max_batch_messages": a.max_batch_messages, "cpus": a.cpus,
+            "few": a.few, "many": a.many, "flood": a.flood,
+            "standin_latency": a.latency, "cpus": a.cpus,
             "inletd_args": a.inletd_args, "mem_inletd_args": a.mem_inletd_args,
             "mem_standin_latency": a.mem_latency, "mem_message_bytes": a.mem_message_bytes,
         },
-        "phases": {k: v for k, v in phases.items()},
+        "phases": phases,
         "summary": summary,
         "checks": [{"check": w, "pass": ok, "detail": d} for w, ok, d in checks],
     }

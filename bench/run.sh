@@ -1,50 +1,53 @@
 #!/usr/bin/env bash
 # bench/run.sh: inletd throughput / latency / memory benchmark, side by side in one run.
 #
-# What it does (all on 127.0.0.1, free ports picked at start):
-#   1. cargo build --release --bins --examples
-#   2. starts  aep-standin --latency 20ms --no-record          (the AEP stand-in)
-#              inletd --upstream http://<stand-in> --linger 20ms --max-batch-messages 500
-#              trivial200                                       (ceiling reference)
-#   3. runs examples/loadgen (closed loop, 1 KiB AEP messages, warmup then measure):
-#        A  512 conns -> trivial200                   the machine's ceiling
-#        B  512 conns -> inletd -> stand-in (20 ms)    the product under full load
-#        C  512 conns -> stand-in single endpoint      what producers get today (20 ms each)
-#        D  256 conns -> inletd                        half load, for p50 / p99
-#        M  memory bound: a second inletd in front of a slow stand-in (1 s), offered
-#           512 conns x 256 KiB messages (2 x its max_buffered_bytes): its buffer must
-#           fill (429s are expected) and its peak RSS stay within the bound.
-#   4. prints a table, the ratios B/A and B/C, messages per upstream request during B
-#      (stand-in /standin/stats deltas), inletd's own view from its /metrics (batch
-#      sizes, flush reasons, upstream time, message wait), D's p99 against
-#      linger + latency + 5 ms, and inletd's RSS (idle VmRSS after start, VmHWM peak
-#      after the run) against 1.5 x max_buffered_bytes + 20 MiB; writes everything as
-#      JSON to target/bench-latest.json. Logs and raw outputs: target/bench-logs/.
-#   Everything it started is killed on exit (by PID).
+# Each target below is measured against its reference in the same run, one phase
+# right after the other, with inletd at its DEFAULTS (only addresses are passed;
+# BENCH_* knobs below add flags when set). All on 127.0.0.1, free ports.
 #
-# Usage:   bench/run.sh                       (build + 5 x (warmup + duration), ~1.5 min)
-#          BENCH_DURATION=3s bench/run.sh     (quicker)
-#          BENCH_PHASES="A C" bench/run.sh    (only some phases; B, D and M need inletd)
+#   phase        conns  target                                  compared with
+#   direct16        16  stand-in POST /collection/{id} (20 ms)   -
+#   inletd16        16  inletd -> stand-in                       direct16: p50 <= +3 ms, p99 <= +5 ms
+#   direct512      512  stand-in single endpoint                 -
+#   inletd512      512  inletd -> stand-in                       direct512: >= 0.9x msgs/s; >= 50 msgs/upstream request
+#   trivial2048   2048  trivial200 (hyper, answers 200 at once)   -
+#   inletd2048    2048  inletd -> stand-in (CPU-bound)           trivial2048: >= 0.8x msgs/s; CPU/msg <= 1.3x
+#                                                                trivial's CPU/request; >= 200 msgs/upstream request
+#   mem            512  a second inletd -> stand-in answering    idle RSS <= 15 MiB; peak RSS with a full buffer
+#                       after 1 s, 256 KiB messages              <= 1.5 x max_buffered_bytes + 20 MiB
+#   instr           256  bench/profile.sh: inletd under callgrind instructions per message (the figure
+#                                                                regressions are judged by; needs valgrind)
+#
+# CPU per message: CPU seconds (/proc/<pid>/stat, user + system) the target used in
+# the measured window divided by the successes in that window.
+# Prints a table, every comparison with its target and PASS/FAIL, and writes
+# everything as JSON to target/bench-latest.json (raw outputs in target/bench-logs/).
+# Everything it started is killed on exit (by PID).
+#
+# Usage:   bench/run.sh                         (build + 8 phases, ~2 min)
+#          BENCH_DURATION=3s bench/run.sh       (quicker)
+#          BENCH_PHASES="direct16 inletd16" bench/run.sh
 #
 # Environment (all optional):
-#   BENCH_DURATION=10s  BENCH_WARMUP=2s  BENCH_CONNECTIONS=512  BENCH_HALF_CONNECTIONS=256
-#   BENCH_MESSAGE_BYTES=1024  BENCH_CONNECTION_ID=benchconn0001  BENCH_PHASES="A B C D M"
+#   BENCH_DURATION=10s  BENCH_WARMUP=2s  BENCH_MESSAGE_BYTES=1024  BENCH_CONNECTION_ID=benchconn0001
+#   BENCH_FEW=16  BENCH_MANY=512  BENCH_FLOOD=2048                connections of the three loads
+#   BENCH_PHASES="direct16 inletd16 direct512 inletd512 trivial2048 inletd2048 mem instr"
+#                (the numbers in the names follow BENCH_FEW / BENCH_MANY / BENCH_FLOOD)
 #   BENCH_STANDIN_LATENCY=20ms                  stand-in's answer delay
-#   BENCH_LINGER=20ms  BENCH_MAX_BATCH_MESSAGES=500                   inletd flags
-#   BENCH_MAX_BATCH_BYTES  BENCH_MAX_IN_FLIGHT  BENCH_MAX_BUFFERED_BYTES
-#   BENCH_REQUEST_TIMEOUT  BENCH_MAX_RETRIES    passed as --<key> when set
+#   BENCH_LINGER  BENCH_MAX_BATCH_MESSAGES  BENCH_MAX_BATCH_BYTES  BENCH_MAX_IN_FLIGHT
+#   BENCH_MAX_BUFFERED_BYTES  BENCH_REQUEST_TIMEOUT  BENCH_MAX_RETRIES
+#                                               passed to inletd as --<key> when set
 #   BENCH_INLETD_ARGS="..."                     extra inletd arguments
 #   BENCH_INLETD_RUST_LOG                       RUST_LOG for inletd (default: unset)
-#   BENCH_MEM_CONNECTIONS=512  BENCH_MEM_MESSAGE_BYTES=262144  BENCH_MEM_LATENCY=1s   (phase M)
-#   BENCH_MEM_LOADGEN_ARGS="..."               extra loadgen arguments for phase M (no quoting),
-#                                               e.g. "--header Prefer:respond-async --expect-status 202 --expect="
+#   BENCH_MEM_CONNECTIONS=512  BENCH_MEM_MESSAGE_BYTES=262144  BENCH_MEM_LATENCY=1s   (phase mem)
+#   BENCH_MEM_LOADGEN_ARGS="..."               extra loadgen arguments for phase mem (no quoting)
 #   BENCH_LOADGEN_THREADS                       loadgen worker threads (default: CPUs)
 #   BENCH_SKIP_BUILD=1                          use the existing target/release binaries
 #   BENCH_STRICT=1                              exit 1 when a check fails
 #   BENCH_WAIT_QUIET=600                        first wait (up to 600 s) for a quiet machine
 #
 # Needs: bash, cargo, curl, python3 (bench/free_ports.py picks ports, bench/report.py
-# makes the table).
+# makes the table); valgrind for phase instr (skipped with a note when missing).
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,14 +55,13 @@ ROOT=$(pwd)
 
 DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
-CONNS=${BENCH_CONNECTIONS:-512}
-HALF_CONNS=${BENCH_HALF_CONNECTIONS:-256}
+FEW=${BENCH_FEW:-16}
+MANY=${BENCH_MANY:-512}
+FLOOD=${BENCH_FLOOD:-2048}
 MSG_BYTES=${BENCH_MESSAGE_BYTES:-1024}
 CONN_ID=${BENCH_CONNECTION_ID:-benchconn0001}
-PHASES=${BENCH_PHASES:-A B C D M}
+PHASES=${BENCH_PHASES:-direct$FEW inletd$FEW direct$MANY inletd$MANY trivial$FLOOD inletd$FLOOD mem instr}
 LATENCY=${BENCH_STANDIN_LATENCY:-20ms}
-LINGER=${BENCH_LINGER:-20ms}
-MAX_BATCH_MESSAGES=${BENCH_MAX_BATCH_MESSAGES:-500}
 MEM_CONNS=${BENCH_MEM_CONNECTIONS:-512}
 MEM_MSG_BYTES=${BENCH_MEM_MESSAGE_BYTES:-262144}
 MEM_LATENCY=${BENCH_MEM_LATENCY:-1s}
@@ -86,7 +88,7 @@ for b in "$REL/examples/loadgen" "$REL/examples/trivial200" "$REL/aep-standin"; 
     [[ -x $b ]] || { log "missing $b"; exit 1; }
 done
 NEED_INLETD=0
-if has_phase B || has_phase D || has_phase M; then
+if [[ " $PHASES " == *" inletd"* ]] || has_phase mem; then
     NEED_INLETD=1
     [[ -x $REL/inletd ]] || { log "missing $REL/inletd"; exit 1; }
 fi
@@ -141,9 +143,10 @@ start_inletd() {
         --listen "127.0.0.1:$1"
         --admin-listen "127.0.0.1:$2"
         --upstream "http://127.0.0.1:$3"
-        --linger "$LINGER"
-        --max-batch-messages "$MAX_BATCH_MESSAGES"
     )
+    # Defaults unless a knob is set: the targets are for an untuned inletd.
+    [[ -n ${BENCH_LINGER:-} ]] && args+=(--linger "$BENCH_LINGER")
+    [[ -n ${BENCH_MAX_BATCH_MESSAGES:-} ]] && args+=(--max-batch-messages "$BENCH_MAX_BATCH_MESSAGES")
     [[ -n ${BENCH_MAX_BATCH_BYTES:-} ]] && args+=(--max-batch-bytes "$BENCH_MAX_BATCH_BYTES")
     [[ -n ${BENCH_MAX_IN_FLIGHT:-} ]] && args+=(--max-in-flight "$BENCH_MAX_IN_FLIGHT")
     [[ -n ${BENCH_MAX_BUFFERED_BYTES:-} ]] && args+=(--max-buffered-bytes "$BENCH_MAX_BUFFERED_BYTES")
@@ -170,7 +173,7 @@ start_inletd() {
 
 # ---------------------------------------------------------------- start servers
 log "ports: trivial200=$P_TRIVIAL stand-in=$P_STANDIN inletd=$P_INLETD admin=$P_ADMIN" \
-    "(phase M: stand-in=$P_MSTANDIN inletd=$P_MINLETD admin=$P_MADMIN)"
+    "(phase mem: stand-in=$P_MSTANDIN inletd=$P_MINLETD admin=$P_MADMIN)"
 
 "$REL/examples/trivial200" --listen "127.0.0.1:$P_TRIVIAL" >"$LOGS/trivial200.log" 2>&1 &
 PID_TRIVIAL=$!
@@ -194,7 +197,7 @@ if [[ $NEED_INLETD == 1 ]]; then
     fi
     MAX_BUFFERED=${MAX_BUFFERED:-67108864}
 fi
-if has_phase B || has_phase D; then
+if [[ " $PHASES " == *" inletd"* ]]; then
     start_inletd "$P_INLETD" "$P_ADMIN" "$P_STANDIN" inletd
     PID_INLETD=$STARTED_PID
     INLETD_ARGS=$STARTED_ARGS
@@ -224,7 +227,8 @@ metrics() { curl -s --max-time 5 "http://127.0.0.1:$1/metrics" >"$2" || true; }
 
 # run_phase NAME CONNS URL MSG_BYTES TARGET_PID STANDIN_PORT STANDIN_PID [ADMIN_PORT]
 # Writes $LOGS/NAME.json: the loadgen line, stand-in counters before/after, CPU
-# seconds of the target, the stand-in, trivial200 and the whole machine; with
+# seconds of the target, the stand-in, trivial200 and the whole machine over the
+# measured window (the loadgen's own cpu_s covers its whole run); with
 # ADMIN_PORT, inletd's /metrics before and after (and buffered-bytes samples).
 run_phase() {
     local name=$1 conns=$2 url=$3 bytes=$4 tpid=$5 sport=$6 spid=$7 admin=${8:-}
@@ -246,14 +250,20 @@ run_phase() {
         sampler=$!
         PIDS+=("$sampler")
     fi
+    # loadgen runs in the background so CPU is sampled over its measured window only.
+    "$REL/examples/loadgen" --url "$url" --connections "$conns" \
+        --duration "$DURATION" --warmup "$WARMUP" --message-bytes "$bytes" "${threads[@]}" "${LOADGEN_EXTRA[@]}" \
+        >"$LOGS/loadgen-$name.out" 2>"$LOGS/loadgen-$name.log" &
+    local lpid=$!
+    PIDS+=("$lpid")
+    sleep "$WARMUP"
     c_t0=$(proc_cpu "$tpid"); c_s0=$(proc_cpu "$spid"); c_v0=$(proc_cpu "$PID_TRIVIAL")
     busy0=$(machine_busy)
     wall0=$(now_s)
-    if ! line=$("$REL/examples/loadgen" --url "$url" --connections "$conns" \
-        --duration "$DURATION" --warmup "$WARMUP" --message-bytes "$bytes" "${threads[@]}" "${LOADGEN_EXTRA[@]}" \
-        2>"$LOGS/loadgen-$name.log"); then
+    if ! wait "$lpid"; then
         log "loadgen failed in phase $name"; cat "$LOGS/loadgen-$name.log" >&2; exit 1
     fi
+    line=$(cat "$LOGS/loadgen-$name.out")
     busy1=$(machine_busy)
     wall1=$(now_s)
     c_t1=$(proc_cpu "$tpid"); c_s1=$(proc_cpu "$spid"); c_v1=$(proc_cpu "$PID_TRIVIAL")
@@ -273,18 +283,19 @@ run_phase() {
 
 URL_PATH=/collection/$CONN_ID
 LOADGEN_EXTRA=()
-if has_phase A; then
-    run_phase A "$CONNS" "http://127.0.0.1:$P_TRIVIAL$URL_PATH" "$MSG_BYTES" "$PID_TRIVIAL" "$P_STANDIN" ""
-fi
-if has_phase B; then
-    run_phase B "$CONNS" "http://127.0.0.1:$P_INLETD$URL_PATH" "$MSG_BYTES" "$PID_INLETD" "$P_STANDIN" "$PID_STANDIN" "$P_ADMIN"
-fi
-if has_phase C; then
-    run_phase C "$CONNS" "http://127.0.0.1:$P_STANDIN$URL_PATH" "$MSG_BYTES" "$PID_STANDIN" "$P_STANDIN" ""
-fi
-if has_phase D; then
-    run_phase D "$HALF_CONNS" "http://127.0.0.1:$P_INLETD$URL_PATH" "$MSG_BYTES" "$PID_INLETD" "$P_STANDIN" "$PID_STANDIN" "$P_ADMIN"
-fi
+DIRECT=http://127.0.0.1:$P_STANDIN$URL_PATH
+VIA=http://127.0.0.1:$P_INLETD$URL_PATH
+for conns in "$FEW" "$MANY" "$FLOOD"; do
+    if has_phase "direct$conns"; then
+        run_phase "direct$conns" "$conns" "$DIRECT" "$MSG_BYTES" "$PID_STANDIN" "$P_STANDIN" ""
+    fi
+    if has_phase "trivial$conns"; then
+        run_phase "trivial$conns" "$conns" "http://127.0.0.1:$P_TRIVIAL$URL_PATH" "$MSG_BYTES" "$PID_TRIVIAL" "$P_STANDIN" ""
+    fi
+    if has_phase "inletd$conns"; then
+        run_phase "inletd$conns" "$conns" "$VIA" "$MSG_BYTES" "$PID_INLETD" "$P_STANDIN" "$PID_STANDIN" "$P_ADMIN"
+    fi
+done
 
 PEAK_RSS_KB=0
 if [[ -n $PID_INLETD ]]; then
@@ -295,7 +306,7 @@ fi
 MEM_ARGS=""
 MEM_IDLE_RSS_KB=0
 MEM_PEAK_RSS_KB=0
-if has_phase M; then
+if has_phase mem; then
     start_standin "$P_MSTANDIN" "$MEM_LATENCY" standin-mem
     PID_MSTANDIN=$STARTED_PID
     start_inletd "$P_MINLETD" "$P_MADMIN" "$P_MSTANDIN" inletd-mem
@@ -306,9 +317,20 @@ if has_phase M; then
     if [[ -n ${BENCH_MEM_LOADGEN_ARGS:-} ]]; then
         read -r -a LOADGEN_EXTRA <<<"$BENCH_MEM_LOADGEN_ARGS"
     fi
-    run_phase M "$MEM_CONNS" "http://127.0.0.1:$P_MINLETD$URL_PATH" "$MEM_MSG_BYTES" "$PID_MINLETD" "$P_MSTANDIN" "$PID_MSTANDIN" "$P_MADMIN"
+    run_phase mem "$MEM_CONNS" "http://127.0.0.1:$P_MINLETD$URL_PATH" "$MEM_MSG_BYTES" "$PID_MINLETD" "$P_MSTANDIN" "$PID_MSTANDIN" "$P_MADMIN"
     MEM_PEAK_RSS_KB=$(proc_kb "$PID_MINLETD" VmHWM)
-    kill -0 "$PID_MINLETD" 2>/dev/null || log "WARNING: inletd (phase M) exited during the run (see $LOGS/inletd-mem.log)"
+    kill -0 "$PID_MINLETD" 2>/dev/null || log "WARNING: inletd (phase mem) exited during the run (see $LOGS/inletd-mem.log)"
+fi
+
+# Instructions per message under callgrind (its own stand-in and inletd, defaults).
+if has_phase instr; then
+    if command -v valgrind >/dev/null; then
+        log "phase instr: bench/profile.sh (inletd under callgrind)"
+        BENCH_SKIP_BUILD=1 BENCH_PROFILE_TOP=0 "$ROOT/bench/profile.sh" >"$LOGS/instr.out" 2>"$LOGS/instr.log" ||
+            log "phase instr failed (see $LOGS/instr.log)"
+    else
+        log "phase instr skipped: valgrind not found"
+    fi
 fi
 
 # ---------------------------------------------------------------- report
@@ -316,7 +338,7 @@ set +e
 python3 "$ROOT/bench/report.py" \
     --logs "$LOGS" --out "$OUT_JSON" --phases "$PHASES" \
     --duration "$DURATION" --warmup "$WARMUP" --message-bytes "$MSG_BYTES" \
-    --linger "$LINGER" --latency "$LATENCY" --max-batch-messages "$MAX_BATCH_MESSAGES" \
+    --few "$FEW" --many "$MANY" --flood "$FLOOD" --latency "$LATENCY" \
     --max-buffered-bytes "$MAX_BUFFERED" \
     --idle-rss-kb "$IDLE_RSS_KB" --peak-rss-kb "$PEAK_RSS_KB" \
     --mem-idle-rss-kb "$MEM_IDLE_RSS_KB" --mem-peak-rss-kb "$MEM_PEAK_RSS_KB" \

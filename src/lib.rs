@@ -6,7 +6,7 @@
 //!
 //! - [`ingest`]: producer routes, body checks (400/413), admission against the
 //!   memory bound (429), waiting for the outcome (504 on `request_timeout`).
-//! - [`batcher`]: per-key buffers and the flush policy (count, bytes, linger, shutdown).
+//! - [`batcher`]: per-key buffers and the flush policy (count, bytes, linger, idle, shutdown).
 //! - [`upstream`]: the pooled client, the 207 reading, retries, splits and bisection.
 //! - [`reply`]: the per-message outcome and the handle that carries it back (fan-out).
 //!
@@ -114,7 +114,7 @@ impl App {
         };
         let (handle, worker, batches) = batcher::batcher(
             limits,
-            config.linger.0,
+            batcher::Pacing::new(config.linger.0, config.max_in_flight),
             phases.draining.clone(),
             metrics.clone(),
         );

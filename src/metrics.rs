@@ -39,7 +39,7 @@ pub enum FlushReason {
     Count,
     Bytes,
     Linger,
-    /// The upstream had nothing in flight: a batch need not wait for its linger.
+    /// The key had spare upstream capacity, so its messages were not held back.
     Idle,
     Shutdown,
 }

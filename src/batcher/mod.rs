@@ -1,11 +1,18 @@
 //! The batcher: per-key buffers of accepted messages (each with its reply
-//! handle), flushed by count, bytes, linger or shutdown into [`Batch`]es.
+//! handle), flushed by count, bytes, linger, idle or shutdown into [`Batch`]es.
+//!
+//! Each batch carries an [`InFlight`] ticket; the worker counts each key's
+//! tickets to flush adaptively (see [`Pacing`]): a key with spare upstream
+//! capacity sends at once, a loaded key's messages gather until a batch comes
+//! back. Input is taken in whole runs of what is already queued before any
+//! such decision, so a burst after an idle spell leaves as one batch.
 //!
 //! One worker task owns every buffer, so there is no lock on the hot path.
 //! [`batcher`] returns the handle, the worker (unspawned, so tests can drive it
 //! under paused time) and the receiver of flushed batches — what happens to a
 //! batch next (HTTP, retries) is the upstream's business.
 
+mod in_flight;
 mod key;
 mod policy;
 
@@ -15,11 +22,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
 
+pub use in_flight::InFlight;
+use in_flight::Landed;
 pub use key::{BatchKey, CREDENTIAL_HEADERS};
-pub use policy::{body_len, Limits};
+pub use policy::{body_len, Decision, Limits, Pacing};
 
 use crate::metrics::{FlushReason, Metrics};
 use crate::reply::Reply;
@@ -37,6 +47,8 @@ pub struct Batch {
     pub key: Arc<BatchKey>,
     pub messages: Vec<Message>,
     pub reason: FlushReason,
+    /// Held until the delivery of this batch ends; see [`InFlight`].
+    pub in_flight: InFlight,
 }
 
 /// The producers' side: hands accepted messages to the worker.
@@ -53,20 +65,51 @@ impl BatcherHandle {
     }
 }
 
-struct Buffer {
+/// Queued submissions taken in one turn before the flush decisions, so that
+/// timers and returning batches are still served under a flood of input.
+const INPUT_RUN: usize = 1024;
+
+/// A key's buffer and its batches on their way upstream. Kept while either is
+/// non-empty, removed when both are.
+struct KeyState {
     messages: Vec<Message>,
     payload: usize,
+    /// When the oldest buffered message arrived.
+    since: Instant,
+    /// Wakes the worker to decide again (linger, or the pacing gap).
     timer: Option<delay_queue::Key>,
+    in_flight: usize,
+    /// Smoothed duration of this key's deliveries (none until one ended).
+    rtt: Option<Duration>,
+    /// Received in the current input run; its idle decision is pending.
+    touched: bool,
+}
+
+impl KeyState {
+    fn new() -> KeyState {
+        KeyState {
+            messages: Vec::new(),
+            payload: 0,
+            since: Instant::now(),
+            timer: None,
+            in_flight: 0,
+            rtt: None,
+            touched: false,
+        }
+    }
 }
 
 /// Owns the buffers; see the module doc.
 pub struct Worker {
     rx: mpsc::UnboundedReceiver<(BatchKey, Vec<Message>)>,
     out: mpsc::UnboundedSender<Batch>,
-    buffers: HashMap<Arc<BatchKey>, Buffer>,
+    done_tx: mpsc::UnboundedSender<Landed>,
+    done_rx: mpsc::UnboundedReceiver<Landed>,
+    keys: HashMap<Arc<BatchKey>, KeyState>,
+    touched: Vec<Arc<BatchKey>>,
     timers: DelayQueue<Arc<BatchKey>>,
     limits: Limits,
-    linger: Duration,
+    pacing: Pacing,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 }
@@ -75,19 +118,23 @@ pub struct Worker {
 /// receiver of flushed batches.
 pub fn batcher(
     limits: Limits,
-    linger: Duration,
+    pacing: Pacing,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> (BatcherHandle, Worker, mpsc::UnboundedReceiver<Batch>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (out, batches) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let worker = Worker {
         rx,
         out,
-        buffers: HashMap::new(),
+        done_tx,
+        done_rx,
+        keys: HashMap::new(),
+        touched: Vec::new(),
         timers: DelayQueue::new(),
         limits,
-        linger,
+        pacing,
         shutdown,
         metrics,
     };
@@ -101,104 +148,177 @@ impl Worker {
         let mut draining = false;
         loop {
             tokio::select! {
-                // Timers before input, so a busy key cannot starve another key's linger.
+                // Timers before input, so a busy key cannot starve another key's linger;
+                // returning batches before input, so freed capacity is used by what waits.
                 biased;
                 _ = self.shutdown.cancelled(), if !draining => {
                     draining = true;
-                    let n = self.buffers.len();
+                    let n = self.keys.len();
                     self.flush_all(FlushReason::Shutdown);
                     tracing::info!(keys = n, "shutdown: flushed every buffer");
                 }
                 Some(expired) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)) => {
                     let key = expired.into_inner();
-                    if let Some(buffer) = self.buffers.get_mut(&key) {
-                        buffer.timer = None;
+                    if let Some(state) = self.keys.get_mut(&key) {
+                        state.timer = None;
                     }
-                    self.flush(&key, FlushReason::Linger);
+                    self.review(&key);
                 }
-                item = self.rx.recv() => match item {
-                    Some((key, messages)) => {
+                Some((key, took)) = self.done_rx.recv() => self.landed(key, took),
+                item = self.rx.recv() => {
+                    let Some((key, messages)) = item else { break };
+                    self.push(key, messages);
+                    for _ in 1..INPUT_RUN {
+                        let Ok((key, messages)) = self.rx.try_recv() else { break };
                         self.push(key, messages);
-                        if draining {
-                            self.flush_all(FlushReason::Shutdown);
-                        }
                     }
-                    None => break,
-                },
+                    self.settle();
+                    if draining {
+                        self.flush_all(FlushReason::Shutdown);
+                    }
+                }
             }
         }
         self.flush_all(FlushReason::Shutdown);
     }
 
     fn push(&mut self, key: BatchKey, messages: Vec<Message>) {
-        let key = match self.buffers.get_key_value(&key) {
+        let key = match self.keys.get_key_value(&key) {
             Some((k, _)) => k.clone(),
             None => Arc::new(key),
         };
         for message in messages {
             let len = message.body.len();
-            let (count, payload) = self
-                .buffers
-                .get(&key)
-                .map_or((0, 0), |b| (b.messages.len(), b.payload));
-            if let Some(reason) = self.limits.before_push(count, payload, len) {
+            let state = self.keys.entry(key.clone()).or_insert_with(KeyState::new);
+            if let Some(reason) = self
+                .limits
+                .before_push(state.messages.len(), state.payload, len)
+            {
                 self.flush(&key, reason);
             }
-            let buffer = self.buffers.entry(key.clone()).or_insert_with(|| Buffer {
-                messages: Vec::new(),
-                payload: 0,
-                timer: None,
-            });
-            if buffer.timer.is_none() {
-                buffer.timer = Some(self.timers.insert(key.clone(), self.linger));
+            let state = self.keys.entry(key.clone()).or_insert_with(KeyState::new);
+            if state.messages.is_empty() {
+                state.since = Instant::now();
             }
-            buffer.messages.push(message);
-            buffer.payload += len;
-            if let Some(reason) = self.limits.after_push(buffer.messages.len()) {
+            state.messages.push(message);
+            state.payload += len;
+            if !state.touched {
+                state.touched = true;
+                self.touched.push(key.clone());
+            }
+            if let Some(reason) = self.limits.after_push(state.messages.len()) {
                 self.flush(&key, reason);
+            }
+        }
+    }
+
+    /// After an input run: each key it touched is reviewed once.
+    fn settle(&mut self) {
+        for key in std::mem::take(&mut self.touched) {
+            if let Some(state) = self.keys.get_mut(&key) {
+                state.touched = false;
+                self.review(&key);
+            }
+        }
+    }
+
+    /// A batch of `key` finished its delivery after `took`: the key has a slot
+    /// more and a fresher round trip; what waits may leave.
+    fn landed(&mut self, key: Arc<BatchKey>, took: Duration) {
+        let Some(state) = self.keys.get_mut(&key) else {
+            return;
+        };
+        state.in_flight = state.in_flight.saturating_sub(1);
+        // Smoothed like TCP's SRTT (7/8 old, 1/8 new).
+        state.rtt = Some(state.rtt.map_or(took, |rtt| (rtt * 7 + took) / 8));
+        if !state.messages.is_empty() {
+            self.review(&key);
+        } else if state.in_flight == 0 && !state.touched {
+            self.keys.remove(&key);
+        }
+    }
+
+    /// Applies the pacing decision to a key's buffer: flush it, or set its
+    /// timer to when the decision should be made again.
+    fn review(&mut self, key: &Arc<BatchKey>) {
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
+        if state.messages.is_empty() {
+            return;
+        }
+        match self
+            .pacing
+            .decide(state.in_flight, state.since.elapsed(), state.rtt)
+        {
+            Decision::Flush(reason) => self.flush(key, reason),
+            Decision::Hold(after) => {
+                let at = state.since + after;
+                match state.timer {
+                    Some(ref timer) => self.timers.reset_at(timer, at),
+                    None => state.timer = Some(self.timers.insert_at(key.clone(), at)),
+                }
             }
         }
     }
 
     fn flush(&mut self, key: &Arc<BatchKey>, reason: FlushReason) {
-        let Some(buffer) = self.buffers.remove(key) else {
+        let Some(state) = self.keys.get_mut(key) else {
             return;
         };
-        if let Some(timer) = buffer.timer {
+        if state.messages.is_empty() {
+            return;
+        }
+        if let Some(timer) = state.timer.take() {
             self.timers.remove(&timer);
         }
-        self.emit(key.clone(), buffer, reason);
+        let messages = std::mem::take(&mut state.messages);
+        let payload = std::mem::take(&mut state.payload);
+        state.in_flight += 1;
+        self.emit(key.clone(), messages, payload, reason);
     }
 
     fn flush_all(&mut self, reason: FlushReason) {
-        self.timers.clear();
-        for (key, buffer) in std::mem::take(&mut self.buffers) {
-            self.emit(key, buffer, reason);
+        let waiting: Vec<Arc<BatchKey>> = self
+            .keys
+            .iter()
+            .filter(|(_, state)| !state.messages.is_empty())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in waiting {
+            self.flush(&key, reason);
         }
     }
 
-    fn emit(&mut self, key: Arc<BatchKey>, buffer: Buffer, reason: FlushReason) {
-        if buffer.messages.is_empty() {
-            return;
-        }
-        let bytes = body_len(buffer.messages.len(), buffer.payload);
-        self.metrics
-            .batch_sent(reason, buffer.messages.len(), bytes);
+    fn emit(
+        &mut self,
+        key: Arc<BatchKey>,
+        messages: Vec<Message>,
+        payload: usize,
+        reason: FlushReason,
+    ) {
+        let bytes = body_len(messages.len(), payload);
+        self.metrics.batch_sent(reason, messages.len(), bytes);
         tracing::debug!(
             ?key,
-            messages = buffer.messages.len(),
+            messages = messages.len(),
             bytes,
             reason = reason.as_str(),
             "flush"
         );
-        // If the upstream side is gone the batch is dropped and every Reply answers "not confirmed".
+        let in_flight = InFlight::new(key.clone(), self.done_tx.clone());
+        // If the upstream side is gone the batch is dropped: every Reply answers
+        // "not confirmed" and the ticket comes straight back.
         let _ = self.out.send(Batch {
             key,
-            messages: buffer.messages,
+            messages,
             reason,
+            in_flight,
         });
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_adaptive;

@@ -1,18 +1,33 @@
 //! Worker tests under paused time: each flush trigger, key isolation, shutdown.
+//! The fixed-delay tests run with adaptive flushing off (no batch may be
+//! sent early); the adaptive ones are in `tests_adaptive`.
+
+use std::time::Duration;
 
 use super::*;
 use crate::reply::tests::test_reply;
 use axum::http::{HeaderMap, HeaderValue};
 
-struct Rig {
-    handle: BatcherHandle,
-    batches: mpsc::UnboundedReceiver<Batch>,
-    shutdown: CancellationToken,
-    metrics: Arc<Metrics>,
-    _receivers: Vec<tokio::sync::oneshot::Receiver<crate::reply::Outcome>>,
+pub(super) struct Rig {
+    // Fields are used by tests_adaptive too.
+    pub handle: BatcherHandle,
+    pub batches: mpsc::UnboundedReceiver<Batch>,
+    pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    pub _receivers: Vec<tokio::sync::oneshot::Receiver<crate::reply::Outcome>>,
 }
 
 fn rig(max_messages: usize, max_bytes: usize, linger_ms: u64) -> Rig {
+    paced_rig(max_messages, max_bytes, linger_ms, 0, 0)
+}
+
+pub(super) fn paced_rig(
+    max_messages: usize,
+    max_bytes: usize,
+    linger_ms: u64,
+    eager_in_flight: usize,
+    max_in_flight: usize,
+) -> Rig {
     let metrics = Metrics::new(1 << 30);
     let shutdown = CancellationToken::new();
     let limits = Limits {
@@ -21,7 +36,11 @@ fn rig(max_messages: usize, max_bytes: usize, linger_ms: u64) -> Rig {
     };
     let (handle, worker, batches) = batcher(
         limits,
-        Duration::from_millis(linger_ms),
+        Pacing {
+            linger: Duration::from_millis(linger_ms),
+            eager_in_flight,
+            max_in_flight,
+        },
         shutdown.clone(),
         metrics.clone(),
     );
@@ -36,7 +55,7 @@ fn rig(max_messages: usize, max_bytes: usize, linger_ms: u64) -> Rig {
 }
 
 impl Rig {
-    fn send(&mut self, key: &BatchKey, body: &'static str) {
+    pub(super) fn send(&mut self, key: &BatchKey, body: &'static str) {
         let (reply, rx) = test_reply(&self.metrics);
         self._receivers.push(rx);
         let message = Message {
@@ -49,7 +68,7 @@ impl Rig {
     }
 }
 
-fn key(conn: &str, token: Option<&'static str>) -> BatchKey {
+pub(super) fn key(conn: &str, token: Option<&'static str>) -> BatchKey {
     let mut h = HeaderMap::new();
     if let Some(t) = token {
         h.insert("authorization", HeaderValue::from_static(t));
@@ -57,7 +76,7 @@ fn key(conn: &str, token: Option<&'static str>) -> BatchKey {
     BatchKey::new(conn, &h)
 }
 
-fn bodies(batch: &Batch) -> Vec<&[u8]> {
+pub(super) fn bodies(batch: &Batch) -> Vec<&[u8]> {
     batch.messages.iter().map(|m| &m.body[..]).collect()
 }
 

@@ -114,7 +114,12 @@ pub(super) struct Courier<'a, T> {
 impl Upstream {
     /// Delivers a batch; returns when every message has been answered.
     pub(super) async fn deliver(self: Arc<Self>, batch: Batch) {
-        let Batch { key, messages, .. } = batch;
+        let Batch {
+            key,
+            messages,
+            in_flight,
+            ..
+        } = batch;
         let courier = Courier {
             transport: &*self,
             retry: &self.retry,
@@ -122,6 +127,9 @@ impl Upstream {
             key: &key,
         };
         courier.deliver(messages).await;
+        // The batcher paces this key by its batches in flight: the ticket goes
+        // back only now, when every message of the batch has its answer.
+        drop(in_flight);
     }
 }
 

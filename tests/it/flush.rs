@@ -1,6 +1,9 @@
 //! Each flush trigger end to end, read back from the stand-in and the metrics.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use inletd::standin::StandInConfig;
 
 use crate::support::{message, metric, ms, send_all, TestApp};
 
@@ -55,15 +58,56 @@ async fn bytes_flush_keeps_every_request_under_max_batch_bytes() {
 }
 
 #[tokio::test]
-async fn linger_sends_a_lone_message() {
-    let app = TestApp::start(|c| c.linger = ms(50)).await;
+async fn a_lone_message_does_not_wait_for_linger() {
+    // An hour of linger: only adaptive flushing can answer this message.
+    let app = TestApp::start(|c| c.linger = ms(3_600_000)).await;
     assert_eq!(app.send("c", message("alone", "")).await.status, 200);
     let m = app.metrics().await;
     assert_eq!(
-        metric(&m, r#"inletd_batches_sent_total{reason="linger"}"#),
+        metric(&m, r#"inletd_batches_sent_total{reason="idle"}"#),
         1.0,
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn a_loaded_key_gathers_until_its_batch_comes_back() {
+    // max_in_flight 2: one batch per key may be in flight before messages gather.
+    let standin = StandInConfig {
+        latency: Duration::from_secs(1),
+        ..StandInConfig::default()
+    };
+    let app = Arc::new(
+        TestApp::start_with(standin, |c| {
+            c.max_in_flight = 2;
+            c.linger = ms(3_600_000);
+        })
+        .await,
+    );
+    let send = |id: &'static str| {
+        let app = app.clone();
+        tokio::spawn(async move { app.send("c", message(id, "")).await.status })
+    };
+    let first = send("first");
+    app.wait_for_metric("inletd_in_flight_requests", 1.0).await;
+    // One after the other, so each would leave alone if the slot were freed early.
+    let second = send("second");
+    app.wait_for_metric("inletd_buffered_messages", 2.0).await;
+    let third = send("third");
+    app.wait_for_metric("inletd_buffered_messages", 3.0).await;
+    for task in [first, second, third] {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    // The batch's delivery held its slot until it ended: the two later
+    // messages waited for it, then left together.
+    assert_eq!(app.standin.batch_requests(), 2);
+    let m = app.metrics().await;
+    assert_eq!(
+        metric(&m, r#"inletd_batches_sent_total{reason="idle"}"#),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "inletd_batch_messages_sum"), 3.0, "{m}");
 }
 
 #[tokio::test]

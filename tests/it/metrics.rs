@@ -47,7 +47,7 @@ async fn counters_and_histograms_match_the_traffic() {
         "the upstream's per-message 400 and the refusal at the door: {m}"
     );
     let batches = app.standin.batch_requests() as f64;
-    let sent: f64 = ["count", "bytes", "linger", "shutdown"]
+    let sent: f64 = ["count", "bytes", "linger", "idle", "shutdown"]
         .iter()
         .map(|r| metric(&m, &format!(r#"inletd_batches_sent_total{{reason="{r}"}}"#)))
         .sum();
