@@ -35,7 +35,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -126,35 +125,32 @@ impl App {
         ));
         let upkeep = tokio::spawn(upkeep(metrics.clone(), stop_http.clone()));
 
-        let bound = usize::try_from(config.max_buffered_bytes)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
-        let permits = Arc::new(Semaphore::new(bound));
-        let ingest = ingest::Ingest {
-            batcher: handle,
-            upstream: upstream.clone(),
-            permits: permits.clone(),
-            bound,
+        let ingest = ingest::Ingest::new(
+            &config,
             limits,
-            request_timeout: config.request_timeout.0,
-            metrics: metrics.clone(),
-            drain: phases.work.clone(),
-            draining: phases.draining.clone(),
-        };
-        let finish = Duration::from_secs(2);
+            handle,
+            upstream.clone(),
+            metrics.clone(),
+            &phases,
+        );
+        let held = ingest.clone();
         let producers = tokio::spawn(server::serve(
             listener,
             ingest::router(ingest),
             stop_http.clone(),
-            config.producer_idle_timeout.0,
-            finish,
+            server::Limits {
+                idle_timeout: config.producer_idle_timeout.0,
+                max_connections: config.max_connections,
+            },
         ));
         let admin = tokio::spawn(server::serve(
             admin_listener,
             admin::router(metrics.clone(), phases.draining.clone()),
             stop_http.clone(),
-            config.producer_idle_timeout.0,
-            finish,
+            server::Limits {
+                idle_timeout: config.producer_idle_timeout.0,
+                max_connections: server::MAX_ADMIN_CONNECTIONS,
+            },
         ));
         tracing::info!(
             %addr, %admin_addr, upstream = %config.upstream,
@@ -164,10 +160,9 @@ impl App {
         );
 
         shutdown.await;
-        let report = shutdown::drain(&phases, config.shutdown_grace.0, || {
-            bound.saturating_sub(permits.available_permits())
-        })
-        .await;
+        let report = shutdown::drain(&phases, config.shutdown_grace.0, || held.held_bytes()).await;
+        // It holds a batcher handle: the worker ends only once every handle is gone.
+        drop(held);
         stop_http.cancel();
         for task in [producers, admin, upkeep] {
             let _ = task.await;

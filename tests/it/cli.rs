@@ -9,7 +9,7 @@ use inletd::standin::{StandIn, StandInConfig};
 
 use crate::support::message;
 
-fn inletd() -> Command {
+pub fn inletd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_inletd"));
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -27,15 +27,15 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 }
 
 /// The `inletd` binary running on free 127.0.0.1 ports, once it said it is ready.
-struct Daemon {
-    child: std::process::Child,
-    listen: u16,
-    admin: u16,
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub listen: u16,
+    pub admin: u16,
     lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
 }
 
 impl Daemon {
-    fn start(mut command: Command, args: &[&str]) -> Daemon {
+    pub fn start(mut command: Command, args: &[&str]) -> Daemon {
         let port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -64,7 +64,7 @@ impl Daemon {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.listen)
     }
 }
