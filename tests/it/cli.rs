@@ -31,7 +31,7 @@ pub struct Daemon {
     pub child: std::process::Child,
     pub listen: u16,
     pub admin: u16,
-    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+    lines: Option<std::io::Lines<BufReader<std::process::ChildStderr>>>,
 }
 
 impl Daemon {
@@ -60,7 +60,15 @@ impl Daemon {
             child,
             listen,
             admin,
-            lines,
+            lines: Some(lines),
+        }
+    }
+
+    /// Reads the rest of the child's log in a thread, so a chatty child never
+    /// blocks on a full stderr pipe.
+    pub fn keep_reading_logs(&mut self) {
+        if let Some(lines) = self.lines.take() {
+            std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
         }
     }
 
@@ -179,7 +187,13 @@ async fn sigterm_drains_and_exits_zero() {
         "flushed at shutdown despite a 1h linger: {}",
         answer.text
     );
-    let rest: Vec<String> = daemon.lines.by_ref().map_while(Result::ok).collect();
+    let rest: Vec<String> = daemon
+        .lines
+        .take()
+        .into_iter()
+        .flatten()
+        .map_while(Result::ok)
+        .collect();
     let status = daemon.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{rest:?}");
     assert!(

@@ -4,7 +4,7 @@
 mod support;
 
 mod backpressure;
-mod cli;
+pub mod cli;
 mod credentials;
 mod failures;
 mod fanout;
