@@ -25,7 +25,7 @@ pub enum Error {
     Draining,
     #[error("no result within request_timeout; the message may still be delivered")]
     Timeout,
-    #[error("the request body did not arrive within body_read_timeout")]
+    #[error("the request body did not arrive in time (body_read_timeout, or request_timeout if shorter)")]
     SlowBody,
     #[error("the connection id in the path {0}: it must be one path segment of letters, digits and . _ ~ - (at most 256)")]
     BadConnectionId(&'static str),

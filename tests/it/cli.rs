@@ -166,6 +166,9 @@ async fn sigterm_drains_and_exits_zero() {
             &upstream,
             "--linger",
             "1h",
+            // linger must be shorter than request_timeout.
+            "--request-timeout",
+            "2h",
             "--log-format",
             "json",
         ],
