@@ -207,3 +207,29 @@ async fn slow_or_idle_producer_connections_are_closed() {
     // The listener itself still serves.
     assert_eq!(app.send("c", message("after", "")).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_full_size_batch_of_ordinary_messages_is_charged_by_its_real_count() {
+    // ~870 KB in 900 messages: charged ~870 KB + 900 × MESSAGE_OVERHEAD, well
+    // inside a 2 MB bound. (A charge for the worst case a body that size could
+    // hold, ~300 000 `{}`, would refuse every full-size batch.)
+    let app = TestApp::start(|c| c.max_buffered_bytes = 2_000_000).await;
+    let pad = format!(r#","pad":"{}""#, "x".repeat(750));
+    let messages: Vec<String> = (0..900).map(|i| message(&i.to_string(), &pad)).collect();
+    let body = format!(r#"{{"messages":[{}]}}"#, messages.join(","));
+    assert!(
+        body.len() > 800_000 && body.len() < 1_000_000,
+        "{}",
+        body.len()
+    );
+    let a = app.post("/collection/batch/c", body, &[]).await;
+    assert_eq!(a.status, 207, "{}", a.text);
+    let responses = a.body["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), 900);
+    assert!(
+        responses.iter().all(|r| r["xactionId"].is_string()),
+        "{}",
+        a.text
+    );
+    app.wait_for_metric("inletd_buffered_bytes", 0.0).await;
+}
