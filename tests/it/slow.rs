@@ -103,3 +103,35 @@ async fn connections_over_the_cap_wait_until_one_closes() {
     assert_eq!(answer.status, 200, "{}", answer.text);
     assert_eq!(app.standin.delivered().len(), 3);
 }
+
+#[tokio::test]
+async fn a_request_that_arrived_before_the_drain_is_delivered_and_waited_for() {
+    let mut app = TestApp::start(|c| c.body_read_timeout = ms(60_000)).await;
+    let body = message("straddler", "");
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /collection/c HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Gives the headers time to be read, so the request has arrived (its handler
+    // waits for the body) before the drain begins; no assertion depends on speed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.begin_shutdown();
+    let admin = app.admin;
+    crate::support::eventually("/readyz turns 503", || async move {
+        let url = format!("http://{admin}/readyz");
+        match reqwest::Client::new().get(url).send().await {
+            Ok(r) => r.status() == 503,
+            Err(_) => true,
+        }
+    })
+    .await;
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let line = status_line(&mut stream).await;
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let delivered = app.standin.delivered();
+    assert!(delivered.iter().any(|d| d.message == body), "delivered");
+    let report = app.stop().await;
+    assert!(report.complete, "{report:?}");
+}
