@@ -35,12 +35,27 @@ impl fmt::Display for HumanDuration {
 
 /// The upstream's base URL (`http` or `https`, no query).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamUrl(String);
+pub struct UpstreamUrl {
+    text: String,
+    url: reqwest::Url,
+}
 
 impl UpstreamUrl {
-    /// The base without a trailing slash, ready for `/collection/...` to be appended.
+    /// The base without a trailing slash.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// `{base}/{segments…}?{query}`. Each segment is percent-encoded as exactly
+    /// one path segment, so no value can turn into path structure (`/`, `..`, `?`).
+    pub fn endpoint(&self, segments: &[&str], query: Option<&str>) -> reqwest::Url {
+        let mut url = self.url.clone();
+        // Only cannot-be-a-base URLs refuse; `from_str` admits http(s) alone, which never are.
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url.set_query(query);
+        url
     }
 }
 
@@ -54,19 +69,20 @@ impl FromStr for UpstreamUrl {
         if url.query().is_some() || url.fragment().is_some() {
             return Err(format!("`{s}` must not carry a query or fragment"));
         }
-        Ok(UpstreamUrl(url.as_str().trim_end_matches('/').to_owned()))
+        let text = url.as_str().trim_end_matches('/').to_owned();
+        Ok(UpstreamUrl { text, url })
     }
 }
 
 /// Shown in logs and `check-config`: a password in the URL is redacted.
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match reqwest::Url::parse(&self.0) {
-            Ok(mut url) if url.password().is_some() => {
-                let _ = url.set_password(Some("REDACTED"));
-                f.write_str(url.as_str().trim_end_matches('/'))
-            }
-            _ => f.write_str(&self.0),
+        if self.url.password().is_some() {
+            let mut url = self.url.clone();
+            let _ = url.set_password(Some("REDACTED"));
+            f.write_str(url.as_str().trim_end_matches('/'))
+        } else {
+            f.write_str(&self.text)
         }
     }
 }
@@ -211,6 +227,8 @@ config_keys! {
     request_timeout: HumanDuration = "10s", "Longest a producer waits for its answer (then 504: the message may still be delivered).";
     max_buffered_bytes: u64 = "67108864", "Memory bound: bytes of messages accepted and not yet answered; past it producers get 429.";
     shutdown_grace: HumanDuration = "20s", "How long SIGTERM waits for buffered and in-flight work before exiting.";
+    body_read_timeout: HumanDuration = "5s", "Longest a producer may take to send a request body once its headers arrived (then 408), so slow uploads cannot hold the memory bound.";
+    max_connections: usize = "4096", "Most producer connections at once; further connections wait in the listen backlog until one closes.";
     producer_idle_timeout: HumanDuration = "30s", "Longest a producer connection may take to send a request's headers, or sit idle between requests, before it is closed.";
     log_format: LogFormat = "text", "Log line format: text or json.";
     log_level: String = "info", "Log filter (tracing EnvFilter syntax, e.g. `info,inletd=debug`); RUST_LOG wins when set.";
@@ -218,6 +236,10 @@ config_keys! {
 
 /// Prefix of the environment variables that set keys (`INLETD_LINGER=50ms`).
 pub const ENV_PREFIX: &str = "INLETD_";
+
+/// The upstream's limit on a request body (AEP: "over 1 MB" is refused with 413).
+/// It bounds `max_batch_bytes` and a producer's batch body.
+pub const MAX_REQUEST_BYTES: usize = 1_048_576;
 
 /// Bytes the batch envelope `{"messages":[` … `]}` adds around the messages.
 pub const ENVELOPE_OVERHEAD: usize = r#"{"messages":[]}"#.len();
@@ -304,11 +326,11 @@ impl Config {
             return Err(invalid("max_batch_messages", "must be at least 1".into()));
         }
         // The upstream refuses bodies over 1 MB; a larger batch would only come back 413.
-        if self.max_batch_bytes <= ENVELOPE_OVERHEAD || self.max_batch_bytes > 1_048_576 {
+        if self.max_batch_bytes <= ENVELOPE_OVERHEAD || self.max_batch_bytes > MAX_REQUEST_BYTES {
             return Err(invalid(
                 "max_batch_bytes",
                 format!(
-                    "must be between {} and 1048576 (the upstream's 1 MB limit)",
+                    "must be between {} and {MAX_REQUEST_BYTES} (the upstream's 1 MB limit)",
                     ENVELOPE_OVERHEAD + 1
                 ),
             ));
@@ -339,6 +361,22 @@ impl Config {
         }
         if self.request_timeout.0.is_zero() {
             return Err(invalid("request_timeout", "must be more than 0".into()));
+        }
+        // A message lingering as long as its producer waits would always time out.
+        if self.linger.0 >= self.request_timeout.0 {
+            return Err(invalid(
+                "linger",
+                format!(
+                    "must be shorter than request_timeout ({}), or every message times out before its batch is sent",
+                    self.request_timeout
+                ),
+            ));
+        }
+        if self.body_read_timeout.0.is_zero() {
+            return Err(invalid("body_read_timeout", "must be more than 0".into()));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1".into()));
         }
         if self.retry_initial_backoff.0 > self.retry_max_backoff.0 {
             return Err(invalid(
@@ -468,6 +506,44 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("`max_batch_messages`"), "{err}");
+        let err = load(
+            None,
+            &[("INLETD_LINGER", "10s"), ("INLETD_REQUEST_TIMEOUT", "10s")],
+            Layer::default(),
+        )
+        .unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("`linger`") && err.contains("request_timeout"),
+            "{err}"
+        );
+        for (var, key) in [
+            ("INLETD_BODY_READ_TIMEOUT", "`body_read_timeout`"),
+            ("INLETD_MAX_CONNECTIONS", "`max_connections`"),
+        ] {
+            let value = if key.contains("timeout") { "0s" } else { "0" };
+            let err = load(None, &[(var, value)], Layer::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn endpoints_are_built_from_encoded_segments() {
+        let base: UpstreamUrl = "http://127.0.0.1:9/prefix/".parse().unwrap();
+        let url = base.endpoint(&["collection", "batch", "c1"], None);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/prefix/collection/batch/c1"
+        );
+        // Even a value that slipped past the door stays one segment.
+        let url = base.endpoint(
+            &["collection", "../../stats?a=b"],
+            Some("syncValidation=true"),
+        );
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/prefix/collection/..%2F..%2Fstats%3Fa=b?syncValidation=true"
+        );
     }
 
     #[test]

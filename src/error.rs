@@ -27,8 +27,16 @@ pub enum Error {
     Draining,
     #[error("no result within request_timeout; {}", crate::reply::MAY_STILL_ARRIVE)]
     Timeout,
-    #[error("the request body did not arrive within request_timeout")]
+    #[error("the request body did not arrive in time (body_read_timeout, or request_timeout if shorter)")]
     SlowBody,
+    #[error("the connection id in the path {0}: it must be one path segment of letters, digits and . _ ~ - (at most 256)")]
+    BadConnectionId(&'static str),
+    #[error("this body's {messages} messages would take {cost} bytes of the memory bound (max_buffered_bytes is {bound}); send fewer messages per request")]
+    TooCostly {
+        messages: usize,
+        cost: usize,
+        bound: usize,
+    },
     #[error("no route for {0}: inletd serves POST /collection/{{CONNECTION_ID}} and POST /collection/batch/{{CONNECTION_ID}}")]
     NoRoute(String),
     #[error("{0} is not supported here: send messages with POST")]
@@ -45,8 +53,12 @@ pub enum Error {
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NotJson(_) | Error::BadShape(_) => StatusCode::BAD_REQUEST,
-            Error::TooLarge { .. } | Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::NotJson(_) | Error::BadShape(_) | Error::BadConnectionId(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::TooLarge { .. } | Error::BodyTooLarge { .. } | Error::TooCostly { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Error::BufferFull => StatusCode::TOO_MANY_REQUESTS,
             Error::NoRoute(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -77,13 +89,17 @@ impl Error {
         }
     }
 
-    /// The JSON error body: upstream messages are passed on as they came.
+    /// The message of the JSON error body: upstream messages are passed on as they came.
+    pub fn message(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Error::Upstream { message, .. } => message.into(),
+            other => other.to_string().into(),
+        }
+    }
+
+    /// The JSON error body.
     pub fn body(&self) -> serde_json::Value {
-        let message = match self {
-            Error::Upstream { message, .. } => message.clone(),
-            other => other.to_string(),
-        };
-        json!({ "statusCode": self.status().as_u16(), "message": message })
+        json!({ "statusCode": self.status().as_u16(), "message": self.message() })
     }
 }
 
@@ -116,6 +132,16 @@ mod tests {
             (Error::BufferFull, 429),
             (Error::Draining, 503),
             (Error::Timeout, 504),
+            (Error::SlowBody, 408),
+            (Error::BadConnectionId("is empty"), 400),
+            (
+                Error::TooCostly {
+                    messages: 3,
+                    cost: 9,
+                    bound: 8,
+                },
+                413,
+            ),
             (
                 Error::Upstream {
                     status: 401,

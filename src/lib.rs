@@ -32,10 +32,8 @@ pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -126,34 +124,32 @@ impl App {
         ));
         let upkeep = tokio::spawn(metrics::upkeep(metrics.clone(), stop_http.clone()));
 
-        let bound = usize::try_from(config.max_buffered_bytes)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
-        let permits = Arc::new(Semaphore::new(bound));
-        let ingest = ingest::Ingest {
-            batcher: handle,
-            upstream: upstream.clone(),
-            permits: permits.clone(),
-            bound,
+        let ingest = ingest::Ingest::new(
+            &config,
             limits,
-            request_timeout: config.request_timeout.0,
-            metrics: metrics.clone(),
-            drain: phases.work.clone(),
-            draining: phases.draining.clone(),
-        };
+            handle,
+            upstream.clone(),
+            metrics.clone(),
+            &phases,
+        );
+        let held = ingest.clone();
         let producers = tokio::spawn(server::serve(
             listener,
             ingest::router(ingest),
             stop_http.clone(),
-            config.producer_idle_timeout.0,
-            shutdown::CONNECTIONS_FINISH,
+            server::Limits {
+                idle_timeout: config.producer_idle_timeout.0,
+                max_connections: config.max_connections,
+            },
         ));
         let admin = tokio::spawn(server::serve(
             admin_listener,
             admin::router(metrics.clone(), phases.draining.clone()),
             stop_http.clone(),
-            config.producer_idle_timeout.0,
-            shutdown::CONNECTIONS_FINISH,
+            server::Limits {
+                idle_timeout: config.producer_idle_timeout.0,
+                max_connections: server::MAX_ADMIN_CONNECTIONS,
+            },
         ));
         tracing::info!(
             %addr, %admin_addr, upstream = %config.upstream,
@@ -163,10 +159,9 @@ impl App {
         );
 
         shutdown.await;
-        let report = shutdown::drain(&phases, config.shutdown_grace.0, || {
-            bound.saturating_sub(permits.available_permits())
-        })
-        .await;
+        let report = shutdown::drain(&phases, config.shutdown_grace.0, || held.held_bytes()).await;
+        // It holds a batcher handle: the worker ends only once every handle is gone.
+        drop(held);
         stop_http.cancel();
         for task in [producers, admin, upkeep] {
             let _ = task.await;

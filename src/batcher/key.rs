@@ -24,15 +24,17 @@ pub struct BatchKey {
 }
 
 impl BatchKey {
-    /// Takes the credential headers (every value, in order) from a producer's request.
+    /// Takes the credential headers (every value, in order) from a producer's
+    /// request, marked sensitive so no HTTP library's debug output shows them.
     pub fn new(connection_id: &str, headers: &HeaderMap) -> BatchKey {
         let credentials = CREDENTIAL_HEADERS
             .iter()
             .flat_map(|name| {
-                headers
-                    .get_all(name)
-                    .iter()
-                    .map(move |v| (name.clone(), v.clone()))
+                headers.get_all(name).iter().map(move |v| {
+                    let mut value = v.clone();
+                    value.set_sensitive(true);
+                    (name.clone(), value)
+                })
             })
             .collect();
         BatchKey {
@@ -80,6 +82,8 @@ mod tests {
             1,
             "only credential headers are kept"
         );
+        assert!(ka.credentials().iter().all(|(_, v)| v.is_sensitive()));
+        assert!(!format!("{:?}", ka.credentials()).contains("secret-a"));
         let shown = format!("{ka:?}");
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("authorization"), "{shown}");

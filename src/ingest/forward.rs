@@ -1,16 +1,18 @@
 //! Requests the batch endpoint cannot carry — `syncValidation=true` and raw
 //! data (`x-adobe-flow-id`) — go one-to-one to the upstream's single endpoint.
-//! They still count in the metrics and still wait inside the memory bound.
+//! Here: deciding which requests those are, admitting them inside the memory
+//! bound and the metrics like any message, and the producer's answer. The
+//! HTTP exchange itself is `upstream::forward`'s.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{Ingest, MAX_REQUEST_BYTES};
+use super::{Arrival, ConnectionId, Ingest};
+use crate::config::MAX_REQUEST_BYTES;
 use crate::error::Error;
 use crate::reply::NOT_CONFIRMED;
-use crate::upstream::forward::end_to_end;
-use crate::upstream::{Exchange, Silence};
+use crate::upstream::forward::Forwarded;
 
 const FLOW_ID: &str = "x-adobe-flow-id";
 
@@ -26,57 +28,60 @@ pub fn goes_one_to_one(query: Option<&str>, headers: &HeaderMap) -> bool {
     })
 }
 
-/// Forwards the request as it came and returns the upstream's answer as it came.
-pub async fn forward(ingest: &Ingest, uri: &Uri, headers: &HeaderMap, body: Body) -> Response {
-    let received = match ingest.receive(headers, body, MAX_REQUEST_BYTES).await {
-        Ok(r) => r,
+/// Forwards the body as it came to `/collection/{id}?{query}` (nothing else of
+/// the producer's path) and returns the upstream's answer as it came.
+pub async fn forward(
+    ingest: &Ingest,
+    arrival: &Arrival,
+    connection_id: &ConnectionId,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let admitted = async {
+        let mut received = ingest
+            .receive(arrival, headers, body, MAX_REQUEST_BYTES)
+            .await?;
+        ingest.charge(&mut received, 1)?;
+        let whole = received.body.clone();
+        let (mut messages, pending) = ingest.admit(arrival, received, vec![whole], 1)?;
+        let message = messages.pop().ok_or(Error::BadShape("empty request"))?;
+        Ok::<_, Error>((message, pending))
+    }
+    .await;
+    let (message, pending) = match admitted {
+        Ok(pair) => pair,
         Err(e) => return ingest.refuse(e),
     };
-    let whole = received.body.clone();
-    let (message, deadline) = match ingest.admit(received, vec![whole]) {
-        Ok((mut messages, pending)) => match messages.pop() {
-            Some(message) => (message, pending.deadline),
-            None => return Error::BadShape("empty request").into_response(),
-        },
-        Err(e) => return ingest.refuse(e),
-    };
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let exchange = ingest
+    let forwarded = ingest
         .upstream
-        .forward(path, headers, message.body.clone(), deadline)
+        .forward(
+            connection_id.as_str(),
+            query.as_deref(),
+            headers,
+            message.body.clone(),
+            pending.deadline(),
+        )
         .await;
-    let response = match exchange {
-        Exchange::Answered {
+    let response = match forwarded {
+        Forwarded::Answer {
             status,
             headers,
-            body: Ok(body),
+            body,
         } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut response = (status, body).into_response();
-            response.headers_mut().extend(end_to_end(&headers));
+            response.headers_mut().extend(headers);
             response
         }
-        Exchange::Answered {
-            status,
-            body: Err(reason),
-            ..
-        } => Error::Upstream {
+        Forwarded::TimedOut => Error::Timeout.into_response(),
+        Forwarded::NotConfirmed(reason) => Error::Upstream {
             status: 502,
-            message: format!("upstream answered {status} but {reason}; {NOT_CONFIRMED}"),
+            message: format!("{reason}; {NOT_CONFIRMED}"),
             retry_after: None,
         }
         .into_response(),
-        Exchange::Unanswered {
-            why: Silence::DeadlinePassed,
-            ..
-        } => Error::Timeout.into_response(),
-        Exchange::Unanswered { reason, .. } => Error::Upstream {
-            status: 502,
-            message: format!("upstream connection failed: {reason}; {NOT_CONFIRMED}"),
-            retry_after: None,
-        }
-        .into_response(),
-        Exchange::NotSent { reason } => Error::Upstream {
+        Forwarded::Unreachable(reason) => Error::Upstream {
             status: 502,
             message: format!("upstream unreachable: {reason}"),
             retry_after: None,

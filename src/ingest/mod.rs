@@ -2,10 +2,15 @@
 //! (400, 413), admission against the memory bound (429 + `Retry-After`), and
 //! waiting for each message's outcome within `request_timeout`.
 //!
-//! Layout: [`parse`] checks bodies, [`routes`] holds the handlers,
-//! [`respond`] turns outcomes into AEP-shaped answers, [`forward`] carries
-//! the requests that go one-to-one.
+//! Layout: [`connection`] checks the connection id in the path, [`parse`]
+//! checks bodies, [`admission`] reads bodies and charges the memory bound,
+//! [`routes`] holds the handlers, [`respond`] turns outcomes into AEP-shaped
+//! answers, [`forward`] answers the requests that go one-to-one.
+//! Every producer route sits behind [`arrive`]: it refuses new work while
+//! draining and starts the request's clock.
 
+mod admission;
+mod connection;
 mod forward;
 mod parse;
 mod respond;
@@ -14,84 +19,80 @@ mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::header::CONTENT_LENGTH;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batcher::{BatchKey, BatcherHandle, Limits, Message};
+pub use admission::MESSAGE_OVERHEAD;
+pub use connection::ConnectionId;
+
+use crate::batcher::{BatcherHandle, Limits};
+use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::reply::{Delivery, Outcome, Reply};
+use crate::shutdown::Phases;
 use crate::upstream::Upstream;
-
-/// Largest producer request body: the upstream's own 1 MB batch limit.
-pub const MAX_REQUEST_BYTES: usize = 1_048_576;
 
 /// What every producer request handler shares.
 #[derive(Clone)]
 pub struct Ingest {
-    pub batcher: BatcherHandle,
-    pub upstream: Arc<Upstream>,
+    batcher: BatcherHandle,
+    upstream: Arc<Upstream>,
     /// One permit per byte of `max_buffered_bytes`.
-    pub permits: Arc<Semaphore>,
-    /// The number of those permits: a body larger than this could never be admitted.
-    pub bound: usize,
-    pub limits: Limits,
-    pub request_timeout: Duration,
-    pub metrics: Arc<Metrics>,
-    /// Every accepted message holds a token, so shutdown can wait for them.
-    pub drain: TaskTracker,
-    /// Cancelled when shutdown begins.
-    pub draining: CancellationToken,
-}
-
-/// The producer routes.
-pub fn router(ingest: Ingest) -> Router {
-    Router::new()
-        .route("/collection/batch/{connection_id}", post(routes::batch))
-        .route("/collection/{connection_id}", post(routes::single))
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(ingest)
-}
-
-/// The outcomes that accepted messages' producers wait for, and their shared deadline.
-pub struct Pending {
-    outcomes: Vec<oneshot::Receiver<Outcome>>,
-    deadline: Instant,
-}
-
-impl Pending {
-    /// Each message's result in order (504 for those not answered by the deadline).
-    async fn wait_all(self) -> Vec<Result<Delivery, Error>> {
-        let mut results = Vec::with_capacity(self.outcomes.len());
-        for outcome in self.outcomes {
-            results.push(respond::wait(outcome, self.deadline).await);
-        }
-        results
-    }
+    permits: Arc<Semaphore>,
+    /// The number of those permits: a request costing more could never be admitted.
+    bound: usize,
+    limits: Limits,
+    request_timeout: Duration,
+    body_read_timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// Shutdown waits for every token: each request from arrival to answer,
+    /// and each accepted message until it is answered.
+    work: TaskTracker,
+    /// Cancelled when shutdown begins: new requests get 503.
+    draining: CancellationToken,
 }
 
 impl Ingest {
-    /// Refuses new work once shutdown has begun.
-    fn check_open(&self) -> Result<(), Error> {
-        if self.draining.is_cancelled() {
-            return Err(Error::Draining);
+    pub fn new(
+        config: &Config,
+        limits: Limits,
+        batcher: BatcherHandle,
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+        phases: &Phases,
+    ) -> Ingest {
+        let bound = usize::try_from(config.max_buffered_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Ingest {
+            batcher,
+            upstream,
+            permits: Arc::new(Semaphore::new(bound)),
+            bound,
+            limits,
+            request_timeout: config.request_timeout.0,
+            body_read_timeout: config.body_read_timeout.0,
+            metrics,
+            work: phases.work.clone(),
+            draining: phases.draining.clone(),
         }
-        Ok(())
     }
 
-    /// Answers an error. Refusals at the door (400, 413, 429, 503) are counted
+    /// Bytes of the memory bound held by requests and messages not yet answered.
+    pub fn held_bytes(&self) -> usize {
+        self.bound.saturating_sub(self.permits.available_permits())
+    }
+
+    /// Answers an error. Refusals at the door (400, 408, 413, 429, 503) are counted
     /// in the results here; outcomes that came through a reply were counted there.
-    fn refuse(&self, error: Error) -> axum::response::Response {
+    fn refuse(&self, error: Error) -> Response {
         self.count_refused(&error);
         axum::response::IntoResponse::into_response(error)
     }
@@ -101,121 +102,41 @@ impl Ingest {
             self.metrics.message_result(error.status().as_u16());
         }
     }
-
-    /// Reserves room for the body in the memory bound *before* reading it (by
-    /// its `Content-Length`, or `max` when it has none), so a refused body is
-    /// never read: 429 at once when full. Then reads it into one buffer of that
-    /// size, refusing more than `max` bytes or a stalled upload.
-    async fn receive(
-        &self,
-        headers: &HeaderMap,
-        body: Body,
-        max: usize,
-    ) -> Result<Received, Error> {
-        // Larger than the whole bound: 413 (waiting would never help), not 429.
-        let max = max.min(self.bound);
-        let declared = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > max) {
-            return Err(Error::BodyTooLarge { max });
-        }
-        let reserve = declared.unwrap_or(max);
-        let weight = u32::try_from(reserve).map_err(|_| Error::BodyTooLarge { max })?;
-        let Ok(permit) = self.permits.clone().try_acquire_many_owned(weight) else {
-            self.metrics.shed.increment(1);
-            return Err(Error::BufferFull);
-        };
-        // A declared length (reserved, at most `max`) is allocated at once; an unknown one grows.
-        let read = read_limited(body, declared.unwrap_or(16 * 1024), max);
-        let body = match tokio::time::timeout(self.request_timeout, read).await {
-            Ok(result) => result?,
-            Err(_) => return Err(Error::SlowBody),
-        };
-        Ok(Received { body, permit })
-    }
-
-    /// A message that can travel in one upstream request, or 413.
-    fn fits(&self, message: Bytes) -> Result<Bytes, Error> {
-        if !self.limits.fits_alone(message.len()) {
-            let (len, max) = (message.len(), self.limits.max_bytes);
-            return Err(Error::TooLarge { len, max });
-        }
-        Ok(message)
-    }
-
-    /// Admits messages (slices of `received`) and queues them under `key`, in order.
-    fn enqueue(
-        &self,
-        key: BatchKey,
-        received: Received,
-        bodies: Vec<Bytes>,
-    ) -> Result<Pending, Error> {
-        let (messages, pending) = self.admit(received, bodies)?;
-        self.batcher
-            .submit(key, messages)
-            .map_err(|_| Error::Draining)?;
-        Ok(pending)
-    }
-
-    /// Turns messages (slices of a received body) into accepted messages, each
-    /// with its share of the body's permit; the rest of the permit and the body
-    /// buffer are released. A message much smaller than the body is copied out,
-    /// so it never pins the larger buffer: memory held stays what is counted.
-    fn admit(
-        &self,
-        received: Received,
-        bodies: Vec<Bytes>,
-    ) -> Result<(Vec<Message>, Pending), Error> {
-        let Received {
-            body: whole,
-            mut permit,
-        } = received;
-        let accepted = Instant::now();
-        let deadline = accepted + self.request_timeout;
-        let mut messages = Vec::with_capacity(bodies.len());
-        let mut outcomes = Vec::with_capacity(bodies.len());
-        for slice in bodies {
-            // Messages are slices of the body; their shares always fit in its permit.
-            let share = permit.split(slice.len()).ok_or(Error::BufferFull)?;
-            let body = if slice.len() * 2 < whole.len() {
-                Bytes::copy_from_slice(&slice)
-            } else {
-                slice
-            };
-            let (reply, outcome) = Reply::new(
-                accepted,
-                deadline,
-                body.len(),
-                self.metrics.clone(),
-                share,
-                self.drain.token(),
-            );
-            messages.push(Message { body, reply });
-            outcomes.push(outcome);
-        }
-        Ok((messages, Pending { outcomes, deadline }))
-    }
 }
 
-/// A request body read inside the memory bound.
-pub struct Received {
-    pub body: Bytes,
-    pub permit: OwnedSemaphorePermit,
+/// When a producer's request arrived: its deadline runs from here, not from
+/// the end of its body.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrival {
+    pub at: Instant,
+    /// `at` + `request_timeout`: the producer's answer is due by then.
+    pub deadline: Instant,
 }
 
-/// Reads `body` into a buffer of `capacity`, failing past `max` bytes.
-async fn read_limited(mut body: Body, capacity: usize, max: usize) -> Result<Bytes, Error> {
-    let mut buffer = BytesMut::with_capacity(capacity);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Error::BadShape("the request body could not be read"))?;
-        if let Ok(data) = frame.into_data() {
-            if buffer.len() + data.len() > max {
-                return Err(Error::BodyTooLarge { max });
-            }
-            buffer.extend_from_slice(&data);
-        }
+/// The producer routes, behind [`arrive`].
+pub fn router(ingest: Ingest) -> Router {
+    Router::new()
+        .route("/collection/batch/{connection_id}", post(routes::batch))
+        .route("/collection/{connection_id}", post(routes::single))
+        .route_layer(middleware::from_fn_with_state(ingest.clone(), arrive))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(ingest)
+}
+
+/// In front of every producer route: takes the request's shutdown token
+/// *before* looking whether shutdown began, so a drain can never miss a
+/// request that was let in; refuses with 503 once draining; stamps the
+/// arrival. The token is held until the answer is built.
+async fn arrive(State(ingest): State<Ingest>, mut request: Request, next: Next) -> Response {
+    let _work = ingest.work.token();
+    if ingest.draining.is_cancelled() {
+        return ingest.refuse(Error::Draining);
     }
-    Ok(buffer.freeze())
+    let at = Instant::now();
+    request.extensions_mut().insert(Arrival {
+        at,
+        deadline: at + ingest.request_timeout,
+    });
+    next.run(request).await
 }

@@ -2,7 +2,10 @@
 //! be JSON, a message must be an object, a batch must be `{"messages":[...]}`.
 //! Messages keep their bytes as received (slices of the request body).
 
+use std::fmt;
+
 use bytes::Bytes;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -22,14 +25,87 @@ struct BatchBody<'a> {
     messages: Vec<&'a RawValue>,
 }
 
-/// A producer's batch: each message's bytes, or why that one message is refused.
-pub fn batch(body: &Bytes) -> Result<Vec<Result<Bytes, Error>>, Error> {
-    let parsed: BatchBody<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
+fn batch_error(e: serde_json::Error) -> Error {
+    match e.classify() {
         serde_json::error::Category::Data => {
             Error::BadShape("the body must be {\"messages\":[...]} with a list of messages")
         }
         _ => Error::NotJson(e.to_string()),
-    })?;
+    }
+}
+
+/// How many entries a batch body's `messages` holds, found without allocating
+/// per entry, so the body can be charged for them before anything is built.
+pub fn count_messages(body: &[u8]) -> Result<usize, Error> {
+    let Count(n) = serde_json::from_slice(body).map_err(batch_error)?;
+    Ok(n)
+}
+
+/// The number of entries in `{"messages":[...]}` (other keys skipped).
+struct Count(usize);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(CountVisitor)
+    }
+}
+
+struct CountVisitor;
+
+impl<'de> Visitor<'de> for CountVisitor {
+    type Value = Count;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{\"messages\":[...]}")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
+        let mut count = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "messages" {
+                let Count(n) = map.next_value::<Entries>()?.0;
+                // A repeated key is refused by the real parse; charge for the larger.
+                count = Some(count.map_or(n, |c: usize| c.max(n)));
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        count
+            .map(Count)
+            .ok_or_else(|| de::Error::missing_field("messages"))
+    }
+}
+
+/// A JSON array, counted.
+struct Entries(Count);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(EntriesVisitor)
+    }
+}
+
+struct EntriesVisitor;
+
+impl<'de> Visitor<'de> for EntriesVisitor {
+    type Value = Entries;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of messages")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Entries, A::Error> {
+        let mut n = 0;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        Ok(Entries(Count(n)))
+    }
+}
+
+/// A producer's batch: each message's bytes, or why that one message is refused.
+pub fn batch(body: &Bytes) -> Result<Vec<Result<Bytes, Error>>, Error> {
+    let parsed: BatchBody<'_> = serde_json::from_slice(body).map_err(batch_error)?;
     if parsed.messages.is_empty() {
         return Err(Error::BadShape("`messages` is empty"));
     }
@@ -72,6 +148,30 @@ mod tests {
         assert_eq!(&out[0].as_ref().unwrap()[..], br#"{"a":1}"#);
         assert!(out[1].is_err());
         assert_eq!(&out[2].as_ref().unwrap()[..], br#"{"b":"}"}"#);
+    }
+
+    #[test]
+    fn count_matches_the_entries_the_parse_finds() {
+        for (body, n) in [
+            (&br#"{"messages":[ {"a":1} ,7,{"b":"}"}]}"#[..], 3),
+            (br#"{"x":[1,2],"messages":[{},{}],"y":{"messages":[1]}}"#, 2),
+            (br#"{"messages":[]}"#, 0),
+        ] {
+            assert_eq!(count_messages(body).unwrap(), n);
+        }
+        let body = Bytes::from(format!(r#"{{"messages":[{}{{}}]}}"#, "{},".repeat(999)));
+        assert_eq!(count_messages(&body).unwrap(), 1000);
+        assert_eq!(batch(&body).unwrap().len(), 1000);
+        for bad in [
+            &br#"{"messages":{}}"#[..],
+            br#"{"msgs":[]}"#,
+            b"[]",
+            b"nope",
+            b"{",
+        ] {
+            let err = count_messages(bad).unwrap_err();
+            assert_eq!(err.status().as_u16(), 400, "{err}");
+        }
     }
 
     #[test]

@@ -79,7 +79,40 @@ struct BatchAnswer {
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_id: Option<String>,
     received_time_ms: serde_json::Number,
-    responses: Vec<serde_json::Value>,
+    responses: Entries,
+}
+
+/// The `responses` list, written straight from the results: no JSON tree
+/// per entry (a `serde_json::Value` map costs ~700 bytes; the memory bound
+/// counts only [`super::admission`]'s share per entry).
+struct Entries(Vec<Result<Delivery, Error>>);
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Entry<'a> {
+    Delivered {
+        #[serde(rename = "xactionId")]
+        xaction_id: &'a str,
+    },
+    Failed {
+        #[serde(rename = "statusCode")]
+        status_code: u16,
+        message: std::borrow::Cow<'a, str>,
+    },
+}
+
+impl Serialize for Entries {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|r| match r {
+            Ok(d) => Entry::Delivered {
+                xaction_id: &d.xaction_id,
+            },
+            Err(e) => Entry::Failed {
+                status_code: e.status().as_u16(),
+                message: e.message(),
+            },
+        }))
+    }
 }
 
 /// The batch endpoint's answer: `207` with one entry per message in the
@@ -110,13 +143,7 @@ pub fn batch(connection_id: &str, results: Vec<Result<Delivery, Error>>) -> Resp
     let inlet_id = receipt.inlet_id.unwrap_or_else(|| connection_id.to_owned());
     let batch_id = receipt.batch_id;
     let received_time_ms = receipt.received_time_ms.unwrap_or_else(now_ms);
-    let responses = results
-        .into_iter()
-        .map(|r| match r {
-            Ok(d) => serde_json::json!({ "xactionId": d.xaction_id }),
-            Err(e) => e.body(),
-        })
-        .collect();
+    let responses = Entries(results);
     let answer = BatchAnswer {
         inlet_id,
         batch_id,

@@ -1,44 +1,45 @@
-//! The producer request handlers.
+//! The producer request handlers (behind `arrive`, which refuses them while
+//! draining and stamps their arrival).
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 
-use super::{forward, parse, respond, Ingest, MAX_REQUEST_BYTES};
+use super::admission::Results;
+use super::{forward, parse, respond, Arrival, ConnectionId, Ingest};
 use crate::batcher::BatchKey;
+use crate::config::MAX_REQUEST_BYTES;
 use crate::error::Error;
 
 /// `POST /collection/{id}`: one message, answered with its own result.
 pub async fn single(
     State(ingest): State<Ingest>,
-    Path(connection_id): Path<String>,
+    Extension(arrival): Extension<Arrival>,
+    connection_id: ConnectionId,
     RawQuery(query): RawQuery,
-    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(e) = ingest.check_open() {
-        return ingest.refuse(e);
-    }
     if forward::goes_one_to_one(query.as_deref(), &headers) {
-        return forward::forward(&ingest, &uri, &headers, body).await;
+        return forward::forward(&ingest, &arrival, &connection_id, query, &headers, body).await;
     }
     let result = async {
-        let received = ingest
-            .receive(&headers, body, ingest.limits.max_bytes)
+        let mut received = ingest
+            .receive(&arrival, &headers, body, ingest.limits.max_bytes)
             .await?;
         let message = ingest.fits(parse::single(&received.body)?)?;
-        let key = BatchKey::new(&connection_id, &headers);
-        let pending = ingest.enqueue(key, received, vec![message])?;
+        ingest.charge(&mut received, 1)?;
+        let key = BatchKey::new(connection_id.as_str(), &headers);
+        let pending = ingest.enqueue(&arrival, key, received, vec![message], 1)?;
         Ok::<_, Error>(pending.wait_all().await)
     }
     .await;
     match result {
         // One message in, one outcome out.
-        Ok(outcomes) => respond::single(
-            &connection_id,
-            outcomes.into_iter().next().unwrap_or(Err(Error::Draining)),
+        Ok(Results { results, _answer }) => respond::single(
+            connection_id.as_str(),
+            results.into_iter().next().unwrap_or(Err(Error::Draining)),
         ),
         Err(e) => ingest.refuse(e),
     }
@@ -48,18 +49,22 @@ pub async fn single(
 /// join inletd's batches; it gets one entry per message, in its own order.
 pub async fn batch(
     State(ingest): State<Ingest>,
-    Path(connection_id): Path<String>,
+    Extension(arrival): Extension<Arrival>,
+    connection_id: ConnectionId,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(e) = ingest.check_open() {
-        return ingest.refuse(e);
-    }
     let result = async {
-        let received = ingest.receive(&headers, body, MAX_REQUEST_BYTES).await?;
+        let mut received = ingest
+            .receive(&arrival, &headers, body, MAX_REQUEST_BYTES)
+            .await?;
+        // Charged for every entry before any per-entry structure is built.
+        let count = parse::count_messages(&received.body)?;
+        ingest.charge(&mut received, count)?;
         let checked = parse::batch(&received.body)?;
+        let entries = checked.len();
         // `plan` keeps each entry's place (Ok: accepted) without holding body bytes.
-        let mut good = Vec::with_capacity(checked.len());
+        let mut good = Vec::with_capacity(entries);
         let plan: Vec<Result<(), Error>> = checked
             .into_iter()
             .map(|m| {
@@ -67,12 +72,12 @@ pub async fn batch(
                 Ok(())
             })
             .collect();
-        let key = BatchKey::new(&connection_id, &headers);
-        let mut outcomes = ingest
-            .enqueue(key, received, good)?
+        let key = BatchKey::new(connection_id.as_str(), &headers);
+        let Results { results, _answer } = ingest
+            .enqueue(&arrival, key, received, good, entries)?
             .wait_all()
-            .await
-            .into_iter();
+            .await;
+        let mut outcomes = results.into_iter();
         let results = plan
             .into_iter()
             .map(|check| match check {
@@ -84,13 +89,11 @@ pub async fn batch(
                 }
             })
             .collect();
-        Ok::<_, Error>(results)
+        // The answer is built while its share of the bound is still held.
+        Ok::<_, Error>(respond::batch(connection_id.as_str(), results))
     }
     .await;
-    match result {
-        Ok(results) => respond::batch(&connection_id, results),
-        Err(e) => ingest.refuse(e),
-    }
+    result.unwrap_or_else(|e| ingest.refuse(e))
 }
 
 /// A known path with a method other than POST: a JSON 405.

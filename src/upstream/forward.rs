@@ -1,13 +1,37 @@
-//! One-to-one forwarding of the requests the batch endpoint cannot carry:
-//! `syncValidation=true` and raw data (`x-adobe-flow-id`). Headers and body go
-//! as they came; the answer comes back as it came.
+//! The HTTP exchange of one-to-one forwarding (`syncValidation=true`, raw data
+//! with `x-adobe-flow-id`): `POST {upstream}/collection/{id}?{query}` with the
+//! producer's end-to-end headers and body, and the upstream's answer with its
+//! end-to-end headers. Whether to forward, and the producer's answer, are the
+//! ingest side's business (`ingest::forward`).
 
+use axum::http::header::CONNECTION;
 use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
+use tokio::time::Instant;
 
-use super::{Exchange, Upstream};
+use super::{Exchange, Silence, Upstream};
+use crate::batcher::CREDENTIAL_HEADERS;
 
-/// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1).
+/// What came of a forwarded request.
+#[derive(Debug)]
+pub enum Forwarded {
+    /// The upstream answered; `headers` are only those that may cross this hop.
+    Answer {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    /// No answer before the producer's deadline: it may still arrive.
+    TimedOut,
+    /// Sent, but the answer was lost or unreadable: why. It may or may not
+    /// have arrived, so it is never resent.
+    NotConfirmed(String),
+    /// Never sent: why (never holding the URL or a credential).
+    Unreachable(String),
+}
+
+/// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1),
+/// plus those the client recomputes (`host`, `content-length`).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -25,31 +49,73 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// The headers of `from` that may cross this hop.
+/// The headers of `from` that may cross this hop: not hop-by-hop, and not
+/// named in its `Connection` header (which makes them hop-by-hop too).
+/// Credential values are marked sensitive, so no HTTP library's debug output shows them.
 pub fn end_to_end(from: &HeaderMap) -> HeaderMap {
+    let named: Vec<String> = from
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect();
     from.iter()
-        .filter(|(name, _)| !is_hop_by_hop(name))
-        .map(|(n, v)| (n.clone(), v.clone()))
+        .filter(|(name, _)| !is_hop_by_hop(name) && !named.iter().any(|n| n == name.as_str()))
+        .map(|(name, value)| {
+            let mut value = value.clone();
+            if CREDENTIAL_HEADERS.contains(name) {
+                value.set_sensitive(true);
+            }
+            (name.clone(), value)
+        })
         .collect()
 }
 
 impl Upstream {
-    /// Sends `POST {upstream}{path_and_query}` with the producer's headers and body.
+    /// Sends `POST {upstream}/collection/{connection_id}?{query}` with the
+    /// producer's end-to-end headers and body. The id becomes exactly one
+    /// encoded path segment; nothing else of the producer's path is used.
     pub async fn forward(
         &self,
-        path_and_query: &str,
+        connection_id: &str,
+        query: Option<&str>,
         headers: &HeaderMap,
         body: Bytes,
-        deadline: tokio::time::Instant,
-    ) -> Exchange {
-        let url = format!("{}{}", self.base, path_and_query);
+        deadline: Instant,
+    ) -> Forwarded {
+        let url = self.base.endpoint(&["collection", connection_id], query);
         let request = || {
             self.client
                 .post(url)
                 .headers(end_to_end(headers))
                 .body(body)
         };
-        self.exchange(request, deadline).await
+        match self.exchange(request, deadline).await {
+            Exchange::Answered {
+                status,
+                headers,
+                body: Ok(body),
+            } => Forwarded::Answer {
+                status,
+                headers: end_to_end(&headers),
+                body,
+            },
+            Exchange::Answered {
+                status,
+                body: Err(reason),
+                ..
+            } => Forwarded::NotConfirmed(format!("upstream answered {status} but {reason}")),
+            Exchange::Unanswered {
+                why: Silence::DeadlinePassed,
+                ..
+            } => Forwarded::TimedOut,
+            Exchange::Unanswered { reason, .. } => {
+                Forwarded::NotConfirmed(format!("upstream connection failed: {reason}"))
+            }
+            Exchange::NotSent { reason } => Forwarded::Unreachable(reason),
+        }
     }
 }
 
@@ -68,5 +134,23 @@ mod tests {
         let out = end_to_end(&h);
         assert_eq!(out.len(), 2);
         assert!(out.contains_key("x-adobe-flow-id") && out.contains_key("authorization"));
+        assert!(out["authorization"].is_sensitive());
+        assert!(!format!("{out:?}").contains("Bearer t"));
+    }
+
+    #[test]
+    fn headers_named_in_connection_stay_behind() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "connection",
+            HeaderValue::from_static("X-Secret-Hop, close"),
+        );
+        h.append("connection", HeaderValue::from_static(" x-other ,"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("2"));
+        h.insert("x-kept", HeaderValue::from_static("3"));
+        let out = end_to_end(&h);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out.contains_key("x-kept"));
     }
 }

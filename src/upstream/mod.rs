@@ -95,7 +95,9 @@ impl Upstream {
 
     /// A batch request for `messages` under `key`'s credentials.
     fn batch_request(&self, key: &BatchKey, messages: &[Message]) -> reqwest::RequestBuilder {
-        let url = format!("{}/collection/batch/{}", self.base, key.connection_id());
+        let url = self
+            .base
+            .endpoint(&["collection", "batch", key.connection_id()], None);
         let mut request = self
             .client
             .post(url)

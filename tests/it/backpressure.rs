@@ -8,6 +8,12 @@ use aep_standin::Fault;
 
 use crate::support::{eventually, message, metric, ms, TestApp};
 
+/// A memory bound with room for `message` (its bytes and its overhead) and a
+/// little more, but not for a second message or a body of two.
+fn room_for_one(message: &str) -> u64 {
+    (message.len() + inletd::ingest::MESSAGE_OVERHEAD + 100) as u64
+}
+
 #[tokio::test]
 async fn bad_bodies_get_400_and_nothing_goes_upstream() {
     let app = TestApp::start(|_| {}).await;
@@ -72,16 +78,16 @@ async fn a_message_larger_than_max_batch_bytes_gets_413_at_once() {
 
 #[tokio::test]
 async fn a_full_buffer_answers_429_with_retry_after_at_once() {
+    let pad = format!(r#","pad":"{}""#, "x".repeat(500));
     let app = Arc::new(
         TestApp::start(|c| {
             c.max_batch_bytes = 1_000;
-            c.max_buffered_bytes = 1_000;
+            c.max_buffered_bytes = room_for_one(&message("held", &pad));
             c.request_timeout = ms(30_000);
         })
         .await,
     );
     app.standin.push_faults([Fault::Hang]);
-    let pad = format!(r#","pad":"{}""#, "x".repeat(500));
     let holder = {
         let app = app.clone();
         let body = message("held", &pad);
@@ -140,16 +146,17 @@ async fn a_producer_that_leaves_early_changes_nothing_for_the_others() {
 #[tokio::test]
 async fn a_body_that_cannot_fit_is_refused_before_it_is_read() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let held = message("held", &format!(r#","pad":"{}""#, "x".repeat(500)));
     let app = TestApp::start(|c| {
         c.max_batch_bytes = 1_000;
-        c.max_buffered_bytes = 1_000;
+        c.max_buffered_bytes = room_for_one(&held);
         c.request_timeout = ms(60_000);
     })
     .await;
     app.standin.push_faults([Fault::Hang]);
     let holder = {
         let (client, url) = (app.client.clone(), app.url("/collection/c"));
-        let body = message("held", &format!(r#","pad":"{}""#, "x".repeat(500)));
+        let body = held;
         tokio::spawn(async move { crate::support::post(&client, &url, body, &[]).await })
     };
     app.wait_for_metric("inletd_buffered_messages", 1.0).await;
@@ -199,4 +206,30 @@ async fn slow_or_idle_producer_connections_are_closed() {
     }
     // The listener itself still serves.
     assert_eq!(app.send("c", message("after", "")).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_full_size_batch_of_ordinary_messages_is_charged_by_its_real_count() {
+    // ~870 KB in 900 messages: charged ~870 KB + 900 × MESSAGE_OVERHEAD, well
+    // inside a 2 MB bound. (A charge for the worst case a body that size could
+    // hold, ~300 000 `{}`, would refuse every full-size batch.)
+    let app = TestApp::start(|c| c.max_buffered_bytes = 2_000_000).await;
+    let pad = format!(r#","pad":"{}""#, "x".repeat(750));
+    let messages: Vec<String> = (0..900).map(|i| message(&i.to_string(), &pad)).collect();
+    let body = format!(r#"{{"messages":[{}]}}"#, messages.join(","));
+    assert!(
+        body.len() > 800_000 && body.len() < 1_000_000,
+        "{}",
+        body.len()
+    );
+    let a = app.post("/collection/batch/c", body, &[]).await;
+    assert_eq!(a.status, 207, "{}", a.text);
+    let responses = a.body["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), 900);
+    assert!(
+        responses.iter().all(|r| r["xactionId"].is_string()),
+        "{}",
+        a.text
+    );
+    app.wait_for_metric("inletd_buffered_bytes", 0.0).await;
 }

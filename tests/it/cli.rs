@@ -9,7 +9,7 @@ use inletd::config::KEYS;
 
 use crate::support::message;
 
-fn inletd() -> Command {
+pub fn inletd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_inletd"));
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -27,15 +27,15 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 }
 
 /// The `inletd` binary running on free 127.0.0.1 ports, once it said it is ready.
-struct Daemon {
-    child: std::process::Child,
-    listen: u16,
-    admin: u16,
-    lines: std::io::Lines<BufReader<std::process::ChildStderr>>,
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub listen: u16,
+    pub admin: u16,
+    lines: Option<std::io::Lines<BufReader<std::process::ChildStderr>>>,
 }
 
 impl Daemon {
-    fn start(mut command: Command, args: &[&str]) -> Daemon {
+    pub fn start(mut command: Command, args: &[&str]) -> Daemon {
         let port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -60,11 +60,19 @@ impl Daemon {
             child,
             listen,
             admin,
-            lines,
+            lines: Some(lines),
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    /// Reads the rest of the child's log in a thread, so a chatty child never
+    /// blocks on a full stderr pipe.
+    pub fn keep_reading_logs(&mut self) {
+        if let Some(lines) = self.lines.take() {
+            std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.listen)
     }
 }
@@ -158,6 +166,9 @@ async fn sigterm_drains_and_exits_zero() {
             &upstream,
             "--linger",
             "1h",
+            // linger must be shorter than request_timeout.
+            "--request-timeout",
+            "2h",
             "--log-format",
             "json",
         ],
@@ -179,7 +190,13 @@ async fn sigterm_drains_and_exits_zero() {
         "flushed at shutdown despite a 1h linger: {}",
         answer.text
     );
-    let rest: Vec<String> = daemon.lines.by_ref().map_while(Result::ok).collect();
+    let rest: Vec<String> = daemon
+        .lines
+        .take()
+        .into_iter()
+        .flatten()
+        .map_while(Result::ok)
+        .collect();
     let status = daemon.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{rest:?}");
     assert!(

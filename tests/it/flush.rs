@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use inletd::standin::StandInConfig;
+use aep_standin::StandInConfig;
 
 use crate::support::{message, metric, ms, send_all, TestApp};
 

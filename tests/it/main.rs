@@ -5,13 +5,16 @@ mod support;
 
 mod backpressure;
 mod chaos;
-mod cli;
+pub mod cli;
 mod credentials;
 mod failures;
 mod fanout;
 mod flush;
 mod forward;
+mod memory;
 mod metrics;
+mod paths;
 mod prometheus;
 mod shutdown;
+mod slow;
 mod upstream_answers;

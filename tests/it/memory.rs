@@ -1,0 +1,116 @@
+//! The memory bound holds for the smallest messages there are: the real
+//! `inletd` binary, a stalled upstream, and many concurrent bodies of `{}`
+//! messages. Peak RSS (`VmHWM` of the child) must stay within
+//! 1.5 × `max_buffered_bytes` + 20 MB, the figure the operations guide promises.
+
+use std::sync::Arc;
+
+use crate::cli::{inletd, Daemon};
+
+const BOUND: u64 = 16 * 1024 * 1024;
+const LIMIT: u64 = BOUND * 3 / 2 + 20_000_000;
+
+/// An upstream that accepts connections and never answers (nor reads).
+async fn stalled_upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// `kB` figures of `/proc/<pid>/status` lines such as `VmHWM:`, in bytes.
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Sends `copies` bodies of `n` `{}` messages at once; their statuses.
+async fn send_tiny(url: &Arc<String>, copies: usize, n: usize) -> Vec<u16> {
+    let body = Arc::new(format!(r#"{{"messages":[{}{{}}]}}"#, "{},".repeat(n - 1)));
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let tasks: Vec<_> = (0..copies)
+        .map(|_| {
+            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            tokio::spawn(async move {
+                let response = client
+                    .post(url.as_str())
+                    .header("content-type", "application/json")
+                    .body(body.as_str().to_owned())
+                    .send()
+                    .await
+                    .expect("inletd answers");
+                let status = response.status().as_u16();
+                let _ = response.bytes().await;
+                status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tiny_messages_stay_inside_the_memory_bound() {
+    let upstream = stalled_upstream().await;
+    let mut daemon = Daemon::start(
+        inletd(),
+        &[
+            "--upstream",
+            &format!("http://{upstream}"),
+            "--max-buffered-bytes",
+            &BOUND.to_string(),
+            "--request-timeout",
+            "3s",
+            "--linger",
+            "5ms",
+        ],
+    );
+    daemon.keep_reading_logs();
+    let pid = daemon.child.id();
+    let url = Arc::new(daemon.url("/collection/batch/c1"));
+
+    // The issue's case: 24 bodies of ~330 000 two-byte messages, each under 1 MB.
+    // Their real cost (hundreds of MB each) can never fit: 413, or 429 at the door.
+    let statuses = send_tiny(&url, 24, 330_000).await;
+    assert!(
+        statuses.iter().all(|s| *s == 413 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&413), "{statuses:?}");
+
+    // Bodies that fit: the bound fills with the smallest messages there are,
+    // they wait on the stalled upstream, and every one is answered (207 of 504s).
+    let statuses = send_tiny(&url, 24, 1_500).await;
+    assert!(statuses.contains(&207), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 207 || *s == 429),
+        "{statuses:?}"
+    );
+
+    let (peak, now) = (proc_status(pid, "VmHWM:"), proc_status(pid, "VmRSS:"));
+    eprintln!("inletd peak RSS {peak} bytes, now {now} bytes; limit {LIMIT}");
+    assert!(
+        peak <= LIMIT,
+        "peak RSS {peak} bytes passed 1.5 × max_buffered_bytes + 20 MB = {LIMIT}"
+    );
+    drop(daemon);
+}
