@@ -21,6 +21,7 @@ pub mod admin;
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod ims;
 pub mod ingest;
 pub mod metrics;
 pub mod reply;
