@@ -21,6 +21,10 @@ pub mod timing;
 pub mod token;
 
 #[cfg(test)]
+mod endpoint;
+#[cfg(test)]
+mod http_tests;
+#[cfg(test)]
 mod provider_tests;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
