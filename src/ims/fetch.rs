@@ -261,6 +261,22 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_expires_in_is_either_refused_or_a_sane_lifetime(
+            number in proptest::num::f64::ANY,
+            integer in proptest::num::i64::ANY,
+            text in "[ 0-9a-z.-]{0,25}",
+        ) {
+            for value in [json!(number), json!(integer), json!(text)] {
+                if let Ok(lifetime) = lifetime(Some(&value)) {
+                    proptest::prop_assert!(lifetime >= Duration::from_secs(1), "{value}");
+                    proptest::prop_assert!(lifetime <= MAX_LIFETIME, "{value}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn unusable_answers_say_why_without_quoting_the_token() {
         let cases: [&[u8]; 6] = [

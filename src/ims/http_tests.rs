@@ -188,3 +188,38 @@ async fn an_absurd_lifetime_from_ims_is_refused() {
     assert!(provider.token().await.is_err());
     assert_eq!(endpoint.requests(), 1, "the failure is cooled down");
 }
+
+#[tokio::test]
+async fn no_public_type_or_error_prints_the_secret_or_a_token() {
+    let endpoint = TokenEndpoint::start(CLIENT, SECRET).await;
+    let config = ImsConfig::new(
+        CLIENT,
+        SECRET.into(),
+        "ORG@AdobeOrg",
+        "openid",
+        Some(&endpoint.url()),
+    )
+    .unwrap();
+    let source = HttpSource::new(&config, reqwest::Client::new());
+    let provider = provider_for(&endpoint, SECRET, fast());
+    let token = provider.token().await.unwrap();
+    let headers = provider.headers(&token);
+    let refused = provider_for(&endpoint, "wrong", fast());
+    let error = refused.token().await.unwrap_err();
+    let shown = [
+        format!("{config:?}"),
+        format!("{source:?}"),
+        format!("{provider:?}"),
+        format!("{refused:?}"),
+        format!("{token:?}"),
+        format!("{headers:?}"),
+        format!("{:?}", ManagedHeaders::new(&config).unwrap()),
+        format!("{:?}", provider.stats()),
+        format!("{error:?} {error}"),
+        format!("{:?}", not_allowed_here("the TOML file")),
+    ];
+    for text in shown {
+        assert!(!text.contains("p8e-"), "secret in {text}");
+        assert!(!text.contains("ims-token-"), "token in {text}");
+    }
+}

@@ -11,8 +11,22 @@
 //! - [`timing`]: the [`Timing`] of refreshes, retries and cool-downs.
 //! - [`token`]: the [`Token`], the [`TokenError`] and the fetch counters.
 //!
-//! This module knows nothing of batches or producers: the upstream asks the
-//! provider for a token and [`TokenProvider::headers`] per managed request.
+//! This module knows nothing of batches or producers. Wiring it in:
+//!
+//! 1. At start, [`TokenProvider::for_ims`] and [`TokenProvider::spawn_refresher`]
+//!    (with the shutdown token): it fetches at once and keeps a token fresh, so
+//!    `/readyz` can follow [`TokenProvider::has_token`] even before any producer.
+//! 2. Per managed upstream request, at send time (never when buffering):
+//!    [`TokenProvider::token`], then [`TokenProvider::headers`]. An error
+//!    becomes the producers' answer (its text says why; `Refused` maps to
+//!    401/403, the others to a 5xx) and nothing goes upstream.
+//! 3. On an upstream 401: [`TokenProvider::invalidate`] with the token sent,
+//!    then `token()` again: a different token ([`Token::same_as`]) is resent
+//!    once; the same token back means a refresh is not allowed yet, so the
+//!    producers get the 401.
+//! 4. Metrics: [`TokenProvider::stats`] (fetches by [`FetchResult`]),
+//!    [`TokenProvider::seconds_until_expiry`], and
+//!    [`TokenProvider::last_failure`] for an alert while refreshing fails.
 
 pub mod config;
 pub mod fetch;
