@@ -35,7 +35,7 @@ struct Inner {
     timing: Timing,
     state: Mutex<State>,
     /// Held by whoever is fetching: one request to IMS at a time.
-    fetching: tokio::sync::Mutex<()>,
+    fetching: Arc<tokio::sync::Mutex<()>>,
     stats: Stats,
 }
 
@@ -95,7 +95,7 @@ impl TokenProvider {
                 headers,
                 timing,
                 state: Mutex::new(State::default()),
-                fetching: tokio::sync::Mutex::new(()),
+                fetching: Arc::new(tokio::sync::Mutex::new(())),
                 stats: Stats::default(),
             }),
         }
@@ -114,10 +114,19 @@ impl TokenProvider {
                 Look::Fetch => state.completed,
             }
         };
-        let _turn = self.inner.fetching.lock().await;
+        let turn = self.inner.fetching.clone().lock_owned().await;
         let finished_meanwhile = self.state().completed != seen;
         if !finished_meanwhile {
-            self.fetch_now().await;
+            // In a task of its own: a caller that gives up (its producer's
+            // deadline) does not cancel the fetch the others are waiting for.
+            let provider = self.clone();
+            let fetch = tokio::spawn(async move {
+                let _turn = turn;
+                provider.fetch_now().await;
+            });
+            if let Err(error) = fetch.await {
+                tracing::error!(%error, "the IMS token fetch ended abnormally");
+            }
         }
         let state = self.state();
         match self.look(&state, Instant::now()) {

@@ -113,6 +113,18 @@ async fn a_crowd_of_callers_at_start_up_causes_one_fetch() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_caller_that_gives_up_does_not_cancel_the_fetch_others_wait_for() {
+    let script = Script::new(vec![], Answer::Token(DAY));
+    let provider = provider(&script);
+    let gave_up = tokio::time::timeout(Duration::from_millis(5), provider.token()).await;
+    assert!(gave_up.is_err());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(provider.has_token());
+    assert_eq!(provider.token().await.unwrap().generation(), 1);
+    assert_eq!(script.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn tokens_are_refreshed_at_80_percent_and_none_is_handed_out_expired() {
     let lifetime = Duration::from_secs(100);
     let script = Script::new(vec![], Answer::Token(lifetime));
