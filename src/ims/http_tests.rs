@@ -223,3 +223,48 @@ async fn no_public_type_or_error_prints_the_secret_or_a_token() {
         assert!(!text.contains("ims-token-"), "token in {text}");
     }
 }
+
+/// Collects every log line written while it is the default subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_at_trace_level_carry_neither_the_secret_nor_a_token() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runs on one thread, the endpoint and the client's tasks included.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    tracing::info!("capture started");
+    let endpoint = TokenEndpoint::start(CLIENT, SECRET).await;
+    endpoint.fail_next(1);
+    let provider = provider_for(&endpoint, SECRET, fast());
+    let token = provider.token().await.unwrap();
+    provider.invalidate(&token);
+    provider.token().await.unwrap();
+    let refused = provider_for(&endpoint, "p8e-wrong", fast());
+    refused.token().await.unwrap_err();
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    // tracing caches each line's interest process-wide, so while other tests
+    // run in parallel a line of ours may go uncaptured: the marker proves the
+    // capture works, and everything captured (hyper's and reqwest's trace
+    // lines included) must be clean.
+    assert!(logs.contains("capture started"), "{logs}");
+    assert!(logs.contains("127.0.0.1"), "{logs}");
+    assert!(!logs.contains("p8e-"), "{logs}");
+    assert!(!logs.contains("ims-token-"), "{logs}");
+}
