@@ -290,12 +290,12 @@ impl TokenProvider {
             state.last_forced = Some(now);
         }
         match result {
-            Ok((bearer, lifetime)) => {
+            Ok((bearer, lifetime, sent_at)) => {
                 state.generation += 1;
                 let token = Token {
                     bearer,
                     generation: state.generation,
-                    expires_at: now + lifetime,
+                    expires_at: sent_at + lifetime,
                 };
                 let margin = lifetime.mul_f64(USABLE_MARGIN_SHARE).min(USABLE_MARGIN_MAX);
                 tracing::info!(
@@ -305,8 +305,8 @@ impl TokenProvider {
                 );
                 state.current = Some(Current {
                     token,
-                    refresh_at: now + lifetime.mul_f64(REFRESH_AT),
-                    usable_until: now + (lifetime - margin),
+                    refresh_at: sent_at + lifetime.mul_f64(REFRESH_AT),
+                    usable_until: sent_at + (lifetime - margin),
                     rejected: false,
                 });
                 state.failure = None;
@@ -328,8 +328,11 @@ impl TokenProvider {
     }
 
     /// One request to IMS, bounded by `attempt_timeout`, counted by result.
-    async fn attempt(&self) -> Result<(HeaderValue, Duration), TokenError> {
+    /// `Ok` holds the `Authorization` value, the lifetime, and when the
+    /// request left: the lifetime is counted from then, not from the answer.
+    async fn attempt(&self) -> Result<(HeaderValue, Duration, Instant), TokenError> {
         let timeout = self.inner.timing.attempt_timeout;
+        let sent_at = Instant::now();
         let result = match tokio::time::timeout(timeout, self.inner.source.fetch()).await {
             Ok(result) => result,
             Err(_) => Err(TokenError::Unavailable(format!(
@@ -348,7 +351,7 @@ impl TokenProvider {
                         TokenError::BadAnswer("the access_token is not a header value".into())
                     })?;
             bearer.set_sensitive(true);
-            Ok((bearer, grant.expires_in))
+            Ok((bearer, grant.expires_in, sent_at))
         });
         self.inner.stats.record(match &result {
             Ok(_) => FetchResult::Ok,
