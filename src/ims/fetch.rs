@@ -27,6 +27,17 @@ pub trait TokenSource: Send + Sync + 'static {
     fn fetch(&self) -> BoxFuture<'_, Result<Grant, TokenError>>;
 }
 
+/// The HTTP client for IMS: it never follows a redirect (a 307 or 308 would
+/// resend the secret to wherever it points; a redirect is reported as a wrong
+/// `ims_token_url` instead), and it gives up connecting after `connect_timeout`.
+pub fn ims_client(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .user_agent(concat!("inletd/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Asks IMS for tokens with the client credentials.
 pub struct HttpSource {
     client: reqwest::Client,
@@ -46,8 +57,8 @@ impl std::fmt::Debug for HttpSource {
 }
 
 impl HttpSource {
-    /// A source for `config`'s credentials over `client` (whose own timeout,
-    /// if any, adds to the provider's per-attempt timeout).
+    /// A source for `config`'s credentials over `client`, normally
+    /// [`ims_client`] (the provider bounds each request by its own timeout).
     pub fn new(config: &ImsConfig, client: reqwest::Client) -> HttpSource {
         HttpSource {
             client,

@@ -30,7 +30,7 @@ fn provider_for(endpoint: &TokenEndpoint, secret: &str, timing: Timing) -> Token
         Some(&endpoint.url()),
     )
     .unwrap();
-    TokenProvider::for_ims(&config, reqwest::Client::new(), timing).unwrap()
+    TokenProvider::for_ims(&config, timing).unwrap()
 }
 
 #[tokio::test]
@@ -136,10 +136,45 @@ async fn a_closed_port_is_unavailable_not_refused() {
         Some(&format!("http://{addr}/ims/token/v3")),
     )
     .unwrap();
-    let provider = TokenProvider::for_ims(&config, reqwest::Client::new(), fast()).unwrap();
+    let provider = TokenProvider::for_ims(&config, fast()).unwrap();
     let error = provider.token().await.unwrap_err();
     assert!(error.is_transient(), "{error}");
     assert!(error.to_string().contains("cannot connect"), "{error}");
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_so_the_secret_goes_nowhere_else() {
+    let endpoint = TokenEndpoint::start(CLIENT, SECRET).await;
+    let target = endpoint.url();
+    let redirect = axum::Router::new().route(
+        "/ims/token/v3",
+        axum::routing::post(move || {
+            let target = target.clone();
+            async move { axum::response::Redirect::temporary(&target) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, redirect).await });
+    let config = ImsConfig::new(
+        CLIENT,
+        SECRET.into(),
+        "ORG@AdobeOrg",
+        "openid",
+        Some(&format!("http://{addr}/ims/token/v3")),
+    )
+    .unwrap();
+    let provider = TokenProvider::for_ims(&config, fast()).unwrap();
+    let error = provider.token().await.unwrap_err();
+    assert!(
+        error.to_string().contains("HTTP 307; check ims_token_url"),
+        "{error}"
+    );
+    assert_eq!(
+        endpoint.requests(),
+        0,
+        "the secret was resent to the redirect's target"
+    );
 }
 
 #[tokio::test]
@@ -200,7 +235,7 @@ async fn no_public_type_or_error_prints_the_secret_or_a_token() {
         Some(&endpoint.url()),
     )
     .unwrap();
-    let source = HttpSource::new(&config, reqwest::Client::new());
+    let source = HttpSource::new(&config, ims_client(Duration::from_secs(1)).unwrap());
     let provider = provider_for(&endpoint, SECRET, fast());
     let token = provider.token().await.unwrap();
     let headers = provider.headers(&token);

@@ -45,7 +45,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 
 pub use config::{not_allowed_here, resolve_secret, secret_shown, ImsConfig, ImsConfigError};
 pub use config::{SecretError, DEFAULT_TOKEN_URL, SECRET_ENV, SECRET_FILE_KEY};
-pub use fetch::{HttpSource, TokenSource};
+pub use fetch::{ims_client, HttpSource, TokenSource};
 pub use provider::TokenProvider;
 pub use timing::Timing;
 pub use token::{FetchResult, Grant, Stats, Token, TokenError};
@@ -92,17 +92,24 @@ impl ManagedHeaders {
 }
 
 impl TokenProvider {
-    /// A provider asking `config.token_url` for tokens over `client`.
-    pub fn for_ims(
-        config: &ImsConfig,
-        client: reqwest::Client,
-        timing: Timing,
-    ) -> Result<TokenProvider, ImsConfigError> {
+    /// A provider asking `config.token_url` for tokens over its own client
+    /// ([`ims_client`]).
+    pub fn for_ims(config: &ImsConfig, timing: Timing) -> Result<TokenProvider, ProviderError> {
         let headers = ManagedHeaders::new(config)?;
+        let client = ims_client(timing.attempt_timeout)?;
         Ok(TokenProvider::new(
             HttpSource::new(config, client),
             headers,
             timing,
         ))
     }
+}
+
+/// Why a provider could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(transparent)]
+    Config(#[from] ImsConfigError),
+    #[error("cannot build the IMS client: {0}")]
+    Client(#[from] reqwest::Error),
 }
