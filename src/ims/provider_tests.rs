@@ -206,6 +206,25 @@ async fn a_rejected_token_is_replaced_once_for_everyone_who_saw_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_rejection_during_a_scheduled_refresh_waits_for_it_instead_of_fetching_again() {
+    let lifetime = Duration::from_secs(100);
+    let script = Script::new(vec![], Answer::Token(lifetime));
+    let provider = provider(&script);
+    let stop = CancellationToken::new();
+    let _refresher = provider.spawn_refresher(stop.clone());
+    let first = provider.token().await.unwrap();
+    // The refresh leaves at 80 s and takes 10 ms: be in the middle of it.
+    tokio::time::sleep_until(first.expires_at() - Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(script.calls(), 2, "the scheduled refresh is under way");
+    assert!(provider.invalidate(&first));
+    let second = provider.token().await.unwrap();
+    assert_eq!(second.generation(), 2);
+    assert_eq!(script.calls(), 2);
+    stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_token_that_keeps_being_refused_causes_no_refresh_storm() {
     let script = Script::new(vec![], Answer::Token(DAY));
     let provider = provider(&script);
