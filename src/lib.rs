@@ -23,6 +23,7 @@ pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod healthcheck;
+pub mod ims;
 pub mod ingest;
 pub mod metrics;
 pub mod reply;
