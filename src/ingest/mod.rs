@@ -7,7 +7,7 @@
 //! the requests that go one-to-one.
 
 mod forward;
-mod parse;
+pub mod parse;
 mod respond;
 mod routes;
 
