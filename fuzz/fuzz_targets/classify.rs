@@ -27,27 +27,30 @@ fuzz_target!(|input: Input<'_>| {
         Verdict::Answer(answer) => {
             assert!(matches!(input.status, 200 | 207), "{verdict:?}");
             assert_eq!(answer.entries.len(), sent, "one entry per message sent");
-            let body: Value = match serde_json::from_slice(input.body) {
-                Ok(body) => body,
-                // Unknown fields are skipped without the 128-level limit of a `Value`.
-                Err(e) if e.to_string().contains("recursion limit") => return,
-                Err(e) => panic!("an answer that is not JSON was trusted: {e}"),
-            };
+            // The answer is read leniently: unknown fields are skipped without a
+            // `Value`'s limits (128 levels, valid escapes everywhere). The entries
+            // themselves are `Value`s, so the whole body reads as one when those
+            // fields are tame; then each entry is checked against its own raw text.
+            let body: Option<Value> = serde_json::from_slice(input.body).ok();
             // KNOWN (reported to the lead): serde also reads the answer from an array
             // of its fields in order (`[inletId, batchId, receivedTimeMs, responses]`).
             // Harmless (each entry still decides alone), checked the same way.
-            let responses = match &body {
+            let responses = body.as_ref().and_then(|body| match body {
                 Value::Array(fields) => fields.get(3),
                 other => other.get("responses"),
-            };
-            let responses = responses
-                .and_then(Value::as_array)
-                .expect("an answer has responses");
-            for (entry, raw) in answer.entries.iter().zip(responses) {
+            });
+            let raws = responses.and_then(Value::as_array);
+            if let Some(raws) = raws {
+                assert_eq!(raws.len(), sent, "the entries are the body's own");
+            }
+            for (i, entry) in answer.entries.iter().enumerate() {
+                let raw = raws.map(|r| &r[i]);
                 match entry {
                     Entry::Delivered { xaction_id } => {
                         assert!(!xaction_id.is_empty(), "delivered without an id");
-                        assert_eq!(raw["xactionId"].as_str(), Some(xaction_id.as_str()));
+                        if let Some(raw) = raw {
+                            assert_eq!(raw["xactionId"].as_str(), Some(xaction_id.as_str()));
+                        }
                     }
                     Entry::Retry { status, .. } => {
                         assert!((400..600).contains(status), "{entry:?}");
@@ -55,7 +58,12 @@ fuzz_target!(|input: Input<'_>| {
                     }
                     Entry::Final { status, .. } => {
                         assert!((400..600).contains(status), "{entry:?}");
-                        assert!(!is_retryable(*status), "{entry:?}");
+                        // A final 5xx only for an entry that confirms nothing (no id and
+                        // no failure status): it may have been delivered, so no resend.
+                        if let (true, Some(raw)) = (is_retryable(*status), raw) {
+                            let id = raw["xactionId"].as_str().unwrap_or_default();
+                            assert!(*status == 502 && id.is_empty(), "{entry:?} for {raw}");
+                        }
                     }
                 }
             }

@@ -41,7 +41,12 @@ fuzz_target!(|data: &[u8]| {
     let env: BTreeMap<String, String> = effective
         .iter()
         .filter(|(key, value)| *key != "upstream" || !value.contains("REDACTED"))
-        .map(|(key, value)| (format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()), value.clone()))
+        .map(|(key, value)| {
+            (
+                format!("{ENV_PREFIX}{}", key.to_ascii_uppercase()),
+                value.clone(),
+            )
+        })
         .collect();
     let mut reloaded = Config::load(Sources {
         env,

@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
-use inletd::config::{ConfigError, HumanDuration, LogFormat, Sources, UpstreamUrl, ENV_PREFIX, KEYS};
+use inletd::config::{
+    ConfigError, HumanDuration, LogFormat, Sources, UpstreamUrl, ENV_PREFIX, KEYS,
+};
 use inletd::Config;
 use libfuzzer_sys::fuzz_target;
 
@@ -31,8 +33,14 @@ fuzz_target!(|input: Input<'_>| {
     }
     if let Ok(url) = text.parse::<UpstreamUrl>() {
         let base = url.as_str();
-        assert!(base.starts_with("http://") || base.starts_with("https://"), "{base}");
-        assert!(!base.ends_with('/') && !base.contains('?') && !base.contains('#'), "{base}");
+        assert!(
+            base.starts_with("http://") || base.starts_with("https://"),
+            "{base}"
+        );
+        assert!(
+            !base.ends_with('/') && !base.contains('?') && !base.contains('#'),
+            "{base}"
+        );
         assert_eq!(base.parse::<UpstreamUrl>().as_ref(), Ok(&url), "{base}");
         let shown = url.to_string();
         if shown != base {

@@ -61,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
                 match entry {
                     Ok(message) => {
                         let start = message.as_ptr() as usize - body.as_ptr() as usize;
-                        assert!(start + message.len() <= body.len(), "not a slice of the body");
+                        assert!(
+                            start + message.len() <= body.len(),
+                            "not a slice of the body"
+                        );
                         let parsed: Value =
                             serde_json::from_slice(message).expect("accepted message is JSON");
                         assert!(parsed.is_object(), "accepted message is not an object");

@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     match parse::single(&body) {
         Ok(message) => {
             let start = message.as_ptr() as usize - body.as_ptr() as usize;
-            assert!(start + message.len() <= body.len(), "not a slice of the body");
+            assert!(
+                start + message.len() <= body.len(),
+                "not a slice of the body"
+            );
             assert_eq!(&body[start..start + message.len()], &message[..]);
             assert_eq!(
                 &message[..],
@@ -32,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
                 Err(e) if e.to_string().contains("recursion limit") => {
                     let raw: &RawValue =
                         serde_json::from_slice(&message).expect("accepted message is JSON");
-                    assert!(raw.get().starts_with('{'), "accepted message is not an object");
+                    assert!(
+                        raw.get().starts_with('{'),
+                        "accepted message is not an object"
+                    );
                 }
                 Err(e) => panic!("accepted message is not a JSON object: {e}"),
             }
