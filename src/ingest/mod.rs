@@ -12,7 +12,7 @@
 mod admission;
 mod connection;
 mod forward;
-mod parse;
+pub mod parse;
 mod respond;
 mod routes;
 

@@ -1,0 +1,91 @@
+//! `POST /collection/batch/{id}` body check (`ingest::parse::batch`) on any bytes.
+//!
+//! Properties: an accepted batch has one entry per element of `messages`, in
+//! order; each accepted entry is a slice of the body that parses as a JSON object
+//! equal to that element; each refused entry is an element that is not an object.
+#![no_main]
+
+use bytes::Bytes;
+use inletd::ingest::parse;
+use libfuzzer_sys::fuzz_target;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+
+/// How many top-level keys are `messages` (a `Value` keeps only the last).
+fn messages_keys(data: &[u8]) -> usize {
+    struct Count;
+    impl<'de> Visitor<'de> for Count {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+            let mut n = 0;
+            while let Some(key) = map.next_key::<String>()? {
+                n += usize::from(key == "messages");
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(n)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(data);
+    de.deserialize_map(Count).unwrap_or(0)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let body = Bytes::copy_from_slice(data);
+    let as_value = match serde_json::from_slice::<Value>(data) {
+        Ok(v) => Some(v),
+        // Deeper than a `Value` can be built (128 levels): skipping it, as the
+        // parser does, has no such limit, so only "no panic" is checked here.
+        Err(e) if e.to_string().contains("recursion limit") => {
+            let _ = parse::batch(&body);
+            return;
+        }
+        Err(_) => None,
+    };
+    let elements = match &as_value {
+        Some(Value::Object(o)) => o.get("messages").and_then(Value::as_array),
+        // KNOWN (reported to the lead): serde reads a struct from an array of its
+        // fields too, so `[[...messages...]]` passes as a batch instead of a 400.
+        // Checked as the same batch until `parse::batch` refuses it.
+        Some(Value::Array(fields)) if fields.len() == 1 => fields[0].as_array(),
+        _ => None,
+    };
+    match parse::batch(&body) {
+        Ok(entries) => {
+            assert!(!entries.is_empty(), "an empty batch was accepted");
+            let elements = elements.expect("accepted a body without a `messages` array");
+            assert_eq!(entries.len(), elements.len(), "one entry per message");
+            for (entry, element) in entries.iter().zip(elements) {
+                match entry {
+                    Ok(message) => {
+                        let start = message.as_ptr() as usize - body.as_ptr() as usize;
+                        assert!(
+                            start + message.len() <= body.len(),
+                            "not a slice of the body"
+                        );
+                        let parsed: Value =
+                            serde_json::from_slice(message).expect("accepted message is JSON");
+                        assert!(parsed.is_object(), "accepted message is not an object");
+                        assert_eq!(&parsed, element, "entries are out of order");
+                    }
+                    Err(e) => {
+                        assert!(!element.is_object(), "an object message was refused: {e}");
+                        assert_eq!(e.status().as_u16(), 400);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            assert_eq!(e.status().as_u16(), 400);
+            // A body that is an object with one non-empty `messages` array must pass
+            // (a repeated `messages` key is ambiguous and rightly refused).
+            if let (Some(Value::Object(_)), Some(list)) = (&as_value, elements) {
+                if messages_keys(data) == 1 {
+                    assert!(list.is_empty(), "a well-formed batch was refused: {e}");
+                }
+            }
+        }
+    }
+});
