@@ -105,6 +105,13 @@ impl<'de> Visitor<'de> for EntriesVisitor {
 
 /// A producer's batch: each message's bytes, or why that one message is refused.
 pub fn batch(body: &Bytes) -> Result<Vec<Result<Bytes, Error>>, Error> {
+    // serde reads a struct from a JSON array of its fields too (`[[...]]`);
+    // a batch is an object and nothing else.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Error::BadShape(
+            "the body must be {\"messages\":[...]} with a list of messages",
+        ));
+    }
     let parsed: BatchBody<'_> = serde_json::from_slice(body).map_err(batch_error)?;
     if parsed.messages.is_empty() {
         return Err(Error::BadShape("`messages` is empty"));
@@ -182,6 +189,9 @@ mod tests {
             br#"[]"#,
             b"nope",
             br#"{"messages":[]}"#,
+            // The array form serde would accept for a struct (found by fuzzing).
+            br#"[[{"a":1}]]"#,
+            br#" [[]]"#,
         ] {
             assert!(
                 batch(&Bytes::copy_from_slice(bad)).is_err(),

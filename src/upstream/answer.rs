@@ -101,6 +101,10 @@ pub fn classify(status: u16, body: &[u8], sent: usize) -> Verdict {
 }
 
 fn read_batch_answer(body: &[u8], sent: usize) -> Result<BatchAnswer, String> {
+    // serde reads a struct from a JSON array of its fields too; the answer is an object.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err("its body is not the batch answer (not a JSON object)".into());
+    }
     let raw: RawAnswer = serde_json::from_slice(body)
         .map_err(|e| format!("its body is not the batch answer ({e})"))?;
     if raw.responses.len() != sent {
@@ -270,6 +274,8 @@ mod tests {
             ),
             ("<html>oops</html>", 1),
             (r#"{"ok":true}"#, 1),
+            // The array form serde would accept for a struct (found by fuzzing).
+            (r#"["i","b",1,[{"xactionId":"x1"}]]"#, 1),
             ("", 1),
         ] {
             assert!(
