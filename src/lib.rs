@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod reply;
 pub mod server;
 pub mod shutdown;
+pub mod spool;
 pub mod standin;
 pub mod upstream;
 

@@ -1,0 +1,183 @@
+//! Appends: round trip, group commit, the size bound and write/sync failures.
+
+use std::pin::pin;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+
+use super::*;
+use crate::spool::SpoolError;
+
+#[tokio::test]
+async fn a_record_comes_back_after_reopen_with_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, replay) = open(options(dir.path()));
+    assert_eq!(replay.count(), 0);
+    let ids = append_all(&spool, 0..3).await;
+    spool.close().await;
+
+    let (_spool, back) = replayed(options(dir.path()));
+    let expected: Vec<(RecordId, Record)> = ids.into_iter().zip((0..3).map(record)).collect();
+    assert_eq!(back, expected);
+}
+
+#[tokio::test]
+async fn group_commit_answers_only_after_the_sync_covering_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Arc::new(Faulty::default());
+    let (entered, release) = faulty.hold_segment_syncs();
+    let (spool, _) = open(faulty_options(dir.path(), &faulty));
+
+    let mut a = pin!(spool.append(&record(0)));
+    entered.recv_timeout(WAIT).expect("the sync for a began");
+    // b and c arrive while a's sync runs: they must wait for the next one.
+    let mut b = pin!(spool.append(&record(1)));
+    let mut c = pin!(spool.append(&record(2)));
+    assert!(
+        a.as_mut().now_or_never().is_none(),
+        "a answered inside its sync"
+    );
+    assert!(b.as_mut().now_or_never().is_none());
+    release.send(()).unwrap();
+    a.await.expect("a is durable");
+
+    entered
+        .recv_timeout(WAIT)
+        .expect("the sync for b and c began");
+    assert!(
+        b.as_mut().now_or_never().is_none(),
+        "b answered inside its sync"
+    );
+    assert!(
+        c.as_mut().now_or_never().is_none(),
+        "c answered inside its sync"
+    );
+    release.send(()).unwrap();
+    b.await.expect("b is durable");
+    c.await.expect("c is durable");
+
+    let stats = spool.stats();
+    assert_eq!(
+        (stats.syncs(), stats.synced_messages()),
+        (2, 3),
+        "b and c shared one sync"
+    );
+    assert_eq!(stats.messages(), 3);
+}
+
+#[tokio::test]
+async fn full_fails_at_once_and_loses_nothing_spooled_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    let frame = record(0).encode(opts.max_record_bytes).unwrap().len() as u64;
+    opts.max_spool_bytes = 3 * frame;
+    let (spool, _) = open(opts.clone());
+    let ids = append_all(&spool, 0..3).await;
+
+    let refused = spool.append(&record(3)).now_or_never();
+    assert!(
+        matches!(refused, Some(Err(SpoolError::Full { max })) if max == 3 * frame),
+        "got {refused:?}"
+    );
+    assert_eq!(spool.stats().bytes(), 3 * frame);
+    spool.close().await;
+
+    let (_spool, back) = replayed(opts);
+    assert_eq!(back.into_iter().map(|(id, _)| id).collect::<Vec<_>>(), ids);
+}
+
+#[tokio::test]
+async fn space_comes_back_when_a_delivered_segment_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    let frame = record(0).encode(opts.max_record_bytes).unwrap().len() as u64;
+    opts.max_spool_bytes = 2 * frame;
+    opts.segment_bytes = 1; // every group starts a new segment
+    let (spool, _) = open(opts);
+    let ids = append_all(&spool, 0..2).await;
+    assert!(matches!(
+        spool.append(&record(2)).await,
+        Err(SpoolError::Full { .. })
+    ));
+
+    spool.ack(ids[0]).await.unwrap();
+    assert_eq!(
+        spool.stats().bytes(),
+        frame,
+        "the first segment was deleted"
+    );
+    spool.append(&record(2)).await.expect("room again");
+}
+
+async fn a_failure_answers_io_then_the_spool_recovers(op: Op) {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Arc::new(Faulty::default());
+    let (spool, _) = open(faulty_options(dir.path(), &faulty));
+    let before = spool.append(&record(0)).await.unwrap();
+
+    faulty.fail(FileKind::Segment, op);
+    let failed = spool.append(&record(1)).await;
+    assert!(matches!(failed, Err(SpoolError::Io(_))), "got {failed:?}");
+    faulty.heal();
+    let after = spool
+        .append(&record(2))
+        .await
+        .expect("the next append works");
+    assert_ne!(
+        after.segment, before.segment,
+        "a failed segment is not written again"
+    );
+    assert_eq!(spool.stats().messages(), 2);
+    spool.close().await;
+
+    // The record answered with an error is not replayed; the others are.
+    let (spool, back) = replayed(faulty_options(dir.path(), &faulty));
+    let bodies: Vec<Bytes> = back.into_iter().map(|(_, r)| r.body).collect();
+    assert_eq!(bodies, vec![record(0).body, record(2).body]);
+    assert_eq!(
+        spool.stats().corrupt_records(),
+        0,
+        "the failed write was cut off"
+    );
+}
+
+#[tokio::test]
+async fn a_write_error_answers_io_then_the_spool_recovers() {
+    a_failure_answers_io_then_the_spool_recovers(Op::Write).await;
+}
+
+#[tokio::test]
+async fn a_sync_error_answers_io_then_the_spool_recovers() {
+    a_failure_answers_io_then_the_spool_recovers(Op::Sync).await;
+}
+
+#[tokio::test]
+async fn a_closed_spool_refuses_and_keeps_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = open(options(dir.path()));
+    append_all(&spool, 0..2).await;
+    spool.close().await;
+    assert!(matches!(
+        spool.append(&record(9)).await,
+        Err(SpoolError::Closed)
+    ));
+    let (_spool, back) = replayed(options(dir.path()));
+    assert_eq!(back.len(), 2);
+}
+
+#[test]
+fn debug_never_prints_credential_values() {
+    let printed = format!("{:?}", record(1));
+    assert!(!printed.contains("s3cr3t"), "{printed}");
+    assert!(printed.contains("authorization"), "{printed}");
+}
+
+#[test]
+fn a_record_too_large_is_refused_before_any_io() {
+    let mut r = record(0);
+    r.body = Bytes::from(vec![b'x'; 100]);
+    assert!(matches!(
+        r.encode(64),
+        Err(crate::spool::EncodeError::TooLarge { max: 64, .. })
+    ));
+}

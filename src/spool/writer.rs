@@ -1,0 +1,403 @@
+//! The writer thread: the only code that writes, syncs or deletes spool
+//! files. Group commit: it blocks for one command, drains everything else
+//! already queued, writes all appends with one `write` and one `fdatasync`,
+//! and only then answers their callers; whatever arrives during that sync
+//! forms the next group. Acks and dead letters are grouped the same way.
+//!
+//! After a failed write or sync the segment is never written again (after a
+//! failed fsync the page cache cannot be trusted, PostgreSQL's "fsyncgate"):
+//! it is cut back to its last durable length and the next append starts a new
+//! segment. A segment is deleted only once it is closed and the acks of all
+//! its records are synced in the ledger; the directory is synced after.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::dead_letter;
+use super::ledger::Ledger;
+use super::record::RecordId;
+use super::storage::{self, FileKind};
+use super::{Command, Reply, SpoolError, SpoolOptions, SpoolStats};
+
+/// One segment the writer knows about.
+pub(crate) struct Segment {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Offsets of records not yet acknowledged.
+    pub live: HashSet<u64>,
+    /// Offsets whose ack is durable (rewritten into a fresh ledger).
+    pub acked: Vec<u64>,
+    /// No more appends go here; once `live` is empty it may be deleted.
+    pub sealed: bool,
+}
+
+pub(crate) struct Writer {
+    pub options: SpoolOptions,
+    pub stats: Arc<SpoolStats>,
+    pub segments: BTreeMap<u64, Segment>,
+    /// The segment appends go to, with its open file; `None` until the first
+    /// append and after a failure.
+    pub active: Option<(u64, File)>,
+    pub next_seq: u64,
+    /// `None` after a failed ack write: rewritten before the next use.
+    pub ledger: Option<Ledger>,
+    /// Acks of segments present but unreadable at open: kept in every rewrite.
+    pub foreign_acks: Vec<RecordId>,
+    pub dead_letters: Option<File>,
+}
+
+/// Stop draining once a group holds this many bytes of appends, so one sync
+/// never waits behind an unbounded write.
+const GROUP_BYTES: usize = 4 << 20;
+
+impl Writer {
+    pub(crate) fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut appends = Vec::new();
+            let mut acks = Vec::new();
+            let mut letters = Vec::new();
+            let mut close = None;
+            let mut group_bytes = 0;
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Append { frame, reply } => {
+                        group_bytes += frame.len();
+                        appends.push((frame, reply));
+                    }
+                    Command::Ack { id, reply } => acks.push((id, reply)),
+                    Command::DeadLetter { line, reply } => letters.push((line, reply)),
+                    Command::Close { reply } => close = Some(reply),
+                }
+                if close.is_none() && group_bytes < GROUP_BYTES {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.commit_appends(appends);
+            self.commit_dead_letters(letters);
+            self.commit_acks(acks);
+            if let Some(reply) = close {
+                rx.close();
+                let _: Result<(), ()> = reply.send(());
+                break;
+            }
+        }
+        tracing::debug!(dir = %self.options.dir.display(), "spool writer stopped");
+    }
+
+    fn commit_appends(&mut self, appends: Vec<(Vec<u8>, Reply<RecordId>)>) {
+        if appends.is_empty() {
+            return;
+        }
+        let total: usize = appends.iter().map(|(f, _)| f.len()).sum();
+        let result = self.write_group(&appends, total);
+        match result {
+            Ok((seq, start)) => {
+                // Gauges first: whoever got the answer may read them at once.
+                let n = appends.len() as u64;
+                self.stats.messages.fetch_add(n, Ordering::Relaxed);
+                self.stats.synced_messages.fetch_add(n, Ordering::Relaxed);
+                let mut offset = start;
+                for (frame, reply) in appends {
+                    let _ = reply.send(Ok(RecordId {
+                        segment: seq,
+                        offset,
+                    }));
+                    offset += frame.len() as u64;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.options.dir.display(), error = %e, records = appends.len(), "spool append failed; the next append starts a new segment");
+                self.stats.bytes.fetch_sub(total as u64, Ordering::AcqRel);
+                let e = Arc::new(e);
+                for (_, reply) in appends {
+                    let _ = reply.send(Err(SpoolError::Io(Arc::clone(&e))));
+                }
+            }
+        }
+    }
+
+    /// Writes and syncs one group; returns the segment and the offset of its first frame.
+    fn write_group(
+        &mut self,
+        appends: &[(Vec<u8>, Reply<RecordId>)],
+        total: usize,
+    ) -> io::Result<(u64, u64)> {
+        let full = self
+            .active
+            .as_ref()
+            .and_then(|(seq, _)| self.segments.get(seq))
+            .is_none_or(|s| s.bytes >= self.options.segment_bytes);
+        if full {
+            self.roll()?;
+        }
+        let Some((seq, file)) = self.active.as_mut() else {
+            return Err(io::Error::other("no active segment"));
+        };
+        let seq = *seq;
+        let start = self.segments.get(&seq).map_or(0, |s| s.bytes);
+        let mut buf = Vec::with_capacity(total);
+        for (frame, _) in appends {
+            buf.extend_from_slice(frame);
+        }
+        let storage = &self.options.storage;
+        let began = Instant::now();
+        let written = storage
+            .write_all(FileKind::Segment, file, &buf)
+            .and_then(|()| storage.sync_data(FileKind::Segment, file));
+        if let Err(e) = written {
+            // Cut what may have reached the file, so records answered 503 do
+            // not come back at the next start; then never write here again.
+            if let Err(cut) = file.set_len(start) {
+                tracing::warn!(segment = seq, error = %cut, "cannot cut a failed write off a spool segment; its records may be replayed");
+            }
+            self.seal_active();
+            return Err(e);
+        }
+        let took = began.elapsed();
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.stats.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
+        if let Some(observe) = &self.options.on_sync {
+            observe(took);
+        }
+        if let Some(segment) = self.segments.get_mut(&seq) {
+            segment.bytes += total as u64;
+            let mut offset = start;
+            for (frame, _) in appends {
+                segment.live.insert(offset);
+                offset += frame.len() as u64;
+            }
+        }
+        Ok((seq, start))
+    }
+
+    /// Closes the active segment (if any) and creates the next one durably.
+    fn roll(&mut self) -> io::Result<()> {
+        self.seal_active();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let path = segment_path(&self.options.dir, seq);
+        let file = storage::create_new(&path)?;
+        self.segments.insert(
+            seq,
+            Segment {
+                path,
+                bytes: 0,
+                live: HashSet::new(),
+                acked: Vec::new(),
+                sealed: false,
+            },
+        );
+        self.active = Some((seq, file));
+        // The new entry must be durable before a 202 can rest on it.
+        storage::sync_dir(&self.options.dir)
+    }
+
+    fn seal_active(&mut self) {
+        if let Some((seq, _)) = self.active.take() {
+            if let Some(segment) = self.segments.get_mut(&seq) {
+                segment.sealed = true;
+            }
+            self.delete_finished();
+        }
+    }
+
+    fn commit_dead_letters(&mut self, letters: Vec<(Vec<u8>, Reply<()>)>) {
+        if letters.is_empty() {
+            return;
+        }
+        let buf: Vec<u8> = letters
+            .iter()
+            .flat_map(|(l, _)| l.iter().copied())
+            .collect();
+        let result = self.write_dead_letters(&buf);
+        if result.is_ok() {
+            let n = letters.len() as u64;
+            self.stats.dead_letters.fetch_add(n, Ordering::Relaxed);
+        } else {
+            self.dead_letters = None; // reopened (and re-checked) next time
+        }
+        let result = result.map_err(Arc::new);
+        for (_, reply) in letters {
+            let _ = reply.send(result.clone().map_err(SpoolError::Io));
+        }
+    }
+
+    fn write_dead_letters(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.dead_letters.is_none() {
+            let path = self.options.dir.join(dead_letter::FILE_NAME);
+            let existed = path.exists();
+            let file = storage::open_append(&path)?;
+            if !existed {
+                storage::sync_dir(&self.options.dir)?;
+            }
+            self.dead_letters = Some(file);
+        }
+        let Some(file) = self.dead_letters.as_mut() else {
+            return Err(io::Error::other("dead-letter file not open"));
+        };
+        let before = file.metadata()?.len();
+        let mut joined;
+        let mut buf = buf;
+        if before > 0 && !ends_with_newline(&self.options.dir.join(dead_letter::FILE_NAME))? {
+            // A line torn by a crash: end it, or it would swallow this one.
+            joined = Vec::with_capacity(buf.len() + 1);
+            joined.push(b'\n');
+            joined.extend_from_slice(buf);
+            buf = &joined;
+        }
+        let storage = &self.options.storage;
+        let written = storage
+            .write_all(FileKind::DeadLetter, file, buf)
+            .and_then(|()| storage.sync_data(FileKind::DeadLetter, file));
+        if written.is_err() {
+            // A half line would swallow the next one: cut it off.
+            let _ = file.set_len(before);
+        }
+        written
+    }
+
+    fn commit_acks(&mut self, acks: Vec<(RecordId, Reply<()>)>) {
+        let mut fresh = Vec::new();
+        for (id, _) in &acks {
+            if let Some(segment) = self.segments.get_mut(&id.segment) {
+                if segment.live.remove(&id.offset) {
+                    fresh.push(*id);
+                }
+            }
+        }
+        let result = if fresh.is_empty() {
+            Ok(())
+        } else {
+            self.write_acks(&fresh)
+        };
+        match &result {
+            Ok(()) => {
+                for id in &fresh {
+                    if let Some(segment) = self.segments.get_mut(&id.segment) {
+                        segment.acked.push(id.offset);
+                    }
+                }
+                let n = fresh.len() as u64;
+                self.stats.messages.fetch_sub(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.options.dir.display(), error = %e, "spool ack failed; the ledger is rewritten before the next ack");
+                self.ledger = None;
+                for id in &fresh {
+                    if let Some(segment) = self.segments.get_mut(&id.segment) {
+                        segment.live.insert(id.offset);
+                    }
+                }
+            }
+        }
+        if result.is_ok() {
+            // Before answering, so an answered ack has also freed its segment.
+            self.delete_finished();
+            self.compact_ledger();
+        }
+        let result = result.map_err(Arc::new);
+        for (_, reply) in acks {
+            let _ = reply.send(result.clone().map_err(SpoolError::Io));
+        }
+    }
+
+    fn write_acks(&mut self, fresh: &[RecordId]) -> io::Result<()> {
+        if self.ledger.is_none() {
+            self.ledger = Some(self.rewrite_ledger()?);
+        }
+        match self.ledger.as_mut() {
+            Some(ledger) => ledger.append(fresh),
+            None => Err(io::Error::other("ledger not open")),
+        }
+    }
+
+    pub(crate) fn rewrite_ledger(&self) -> io::Result<Ledger> {
+        let durable = self.segments.iter().flat_map(|(seq, s)| {
+            s.acked.iter().map(|offset| RecordId {
+                segment: *seq,
+                offset: *offset,
+            })
+        });
+        let ids = durable.chain(self.foreign_acks.iter().copied());
+        Ledger::rewrite(&self.options.dir, Arc::clone(&self.options.storage), ids)
+    }
+
+    fn compact_ledger(&mut self) {
+        let live_acks =
+            self.segments.values().map(|s| s.acked.len()).sum::<usize>() + self.foreign_acks.len();
+        if self
+            .ledger
+            .as_ref()
+            .is_some_and(|l| l.wants_rewrite(live_acks))
+        {
+            self.ledger = match self.rewrite_ledger() {
+                Ok(ledger) => Some(ledger),
+                Err(e) => {
+                    tracing::warn!(error = %e, "spool ledger rewrite failed; retried at the next ack");
+                    None
+                }
+            };
+        }
+    }
+
+    /// Deletes sealed segments with nothing left to deliver. Only reached
+    /// once their acks are synced; the directory is synced after.
+    pub(crate) fn delete_finished(&mut self) {
+        let done: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(_, s)| s.sealed && s.live.is_empty())
+            .map(|(seq, _)| *seq)
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        for seq in done {
+            let Some(segment) = self.segments.get(&seq) else {
+                continue;
+            };
+            match std::fs::remove_file(&segment.path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %segment.path.display(), error = %e, "cannot delete a delivered spool segment; retried later");
+                    continue;
+                }
+                _ => {}
+            }
+            self.stats.bytes.fetch_sub(segment.bytes, Ordering::AcqRel);
+            self.segments.remove(&seq);
+        }
+        if let Err(e) = storage::sync_dir(&self.options.dir) {
+            tracing::warn!(dir = %self.options.dir.display(), error = %e, "cannot sync the spool directory");
+        }
+    }
+}
+
+fn ends_with_newline(path: &Path) -> io::Result<bool> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut last = [0];
+    file.read_exact_at(&mut last, len.saturating_sub(1))?;
+    Ok(last[0] == b'\n')
+}
+
+pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("segment-{seq:020}.log"))
+}
+
+/// The sequence number in a segment file's name, if it is one.
+pub(crate) fn segment_seq(name: &str) -> Option<u64> {
+    name.strip_prefix("segment-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
+}
