@@ -10,6 +10,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::record::Record;
+use super::storage::{self, FileKind, Storage};
 
 pub(crate) const FILE_NAME: &str = "dead-letter.jsonl";
 
@@ -89,6 +91,75 @@ pub(crate) fn line(
     let mut out = serde_json::to_vec(&line).unwrap_or_default();
     out.push(b'\n');
     out
+}
+
+/// The open file, on the writer thread.
+#[derive(Default)]
+pub(crate) struct DeadLetterFile {
+    file: Option<File>,
+    /// Set when the file was found ending in a line torn by a crash.
+    torn: bool,
+}
+
+impl DeadLetterFile {
+    /// Appends whole lines and syncs them. After a failure the file is cut
+    /// back (a half line would swallow the next one) and reopened next time.
+    pub(crate) fn write(
+        &mut self,
+        dir: &Path,
+        storage: &dyn Storage,
+        lines: &[u8],
+    ) -> io::Result<()> {
+        let result = self.try_write(dir, storage, lines);
+        if result.is_err() {
+            self.file = None;
+        }
+        result
+    }
+
+    fn try_write(&mut self, dir: &Path, storage: &dyn Storage, lines: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            let path = dir.join(FILE_NAME);
+            let existed = path.exists();
+            let file = storage::open_append(&path)?;
+            if !existed {
+                storage::sync_dir(dir)?;
+            }
+            self.torn = !ends_with_newline(&path)?;
+            self.file = Some(file);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("dead-letter file not open"));
+        };
+        let before = file.metadata()?.len();
+        let mut buf = Vec::with_capacity(lines.len() + 1);
+        if self.torn {
+            buf.push(b'\n'); // end the torn line so it does not swallow this one
+        }
+        buf.extend_from_slice(lines);
+        let written = storage
+            .write_all(FileKind::DeadLetter, file, &buf)
+            .and_then(|()| storage.sync_data(FileKind::DeadLetter, file));
+        match written {
+            Ok(()) => self.torn = false,
+            Err(_) => {
+                let _ = file.set_len(before);
+            }
+        }
+        written
+    }
+}
+
+/// True for an empty file or one whose last byte ends a line.
+fn ends_with_newline(path: &Path) -> io::Result<bool> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
 }
 
 /// One dead letter read back.

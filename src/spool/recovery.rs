@@ -68,7 +68,7 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> 
         next_seq: max_seen + 1,
         ledger: None,
         foreign_acks,
-        dead_letters: None,
+        dead_letters: Default::default(),
     };
     // Acks of segments already gone are dropped here; the rewrite is synced
     // before any segment is deleted below.

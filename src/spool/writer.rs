@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -51,7 +50,7 @@ pub(crate) struct Writer {
     pub ledger: Option<Ledger>,
     /// Acks of segments present but unreadable at open: kept in every rewrite.
     pub foreign_acks: Vec<RecordId>,
-    pub dead_letters: Option<File>,
+    pub dead_letters: dead_letter::DeadLetterFile,
 }
 
 /// Stop draining once a group holds this many bytes of appends, so one sync
@@ -219,51 +218,18 @@ impl Writer {
             .iter()
             .flat_map(|(l, _)| l.iter().copied())
             .collect();
-        let result = self.write_dead_letters(&buf);
+        let options = &self.options;
+        let result = self
+            .dead_letters
+            .write(&options.dir, options.storage.as_ref(), &buf);
         if result.is_ok() {
             let n = letters.len() as u64;
             self.stats.dead_letters.fetch_add(n, Ordering::Relaxed);
-        } else {
-            self.dead_letters = None; // reopened (and re-checked) next time
         }
         let result = result.map_err(Arc::new);
         for (_, reply) in letters {
             let _ = reply.send(result.clone().map_err(SpoolError::Io));
         }
-    }
-
-    fn write_dead_letters(&mut self, buf: &[u8]) -> io::Result<()> {
-        if self.dead_letters.is_none() {
-            let path = self.options.dir.join(dead_letter::FILE_NAME);
-            let existed = path.exists();
-            let file = storage::open_append(&path)?;
-            if !existed {
-                storage::sync_dir(&self.options.dir)?;
-            }
-            self.dead_letters = Some(file);
-        }
-        let Some(file) = self.dead_letters.as_mut() else {
-            return Err(io::Error::other("dead-letter file not open"));
-        };
-        let before = file.metadata()?.len();
-        let mut joined;
-        let mut buf = buf;
-        if before > 0 && !ends_with_newline(&self.options.dir.join(dead_letter::FILE_NAME))? {
-            // A line torn by a crash: end it, or it would swallow this one.
-            joined = Vec::with_capacity(buf.len() + 1);
-            joined.push(b'\n');
-            joined.extend_from_slice(buf);
-            buf = &joined;
-        }
-        let storage = &self.options.storage;
-        let written = storage
-            .write_all(FileKind::DeadLetter, file, buf)
-            .and_then(|()| storage.sync_data(FileKind::DeadLetter, file));
-        if written.is_err() {
-            // A half line would swallow the next one: cut it off.
-            let _ = file.set_len(before);
-        }
-        written
     }
 
     fn commit_acks(&mut self, acks: Vec<(RecordId, Reply<()>)>) {
@@ -380,14 +346,6 @@ impl Writer {
             tracing::warn!(dir = %self.options.dir.display(), error = %e, "cannot sync the spool directory");
         }
     }
-}
-
-fn ends_with_newline(path: &Path) -> io::Result<bool> {
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut last = [0];
-    file.read_exact_at(&mut last, len.saturating_sub(1))?;
-    Ok(last[0] == b'\n')
 }
 
 pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
