@@ -72,10 +72,15 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> 
     };
     // Acks of segments already gone are dropped here; the rewrite is synced
     // before any segment is deleted below.
-    let ledger = writer
-        .rewrite_ledger()
-        .map_err(fail("cannot write the ack ledger"))?;
-    writer.ledger = Some(ledger);
+    match writer.rewrite_ledger() {
+        Ok(ledger) => writer.ledger = Some(ledger),
+        Err(e) if unusable(&e) => return Err(fail("cannot write the ack ledger")(e)),
+        // A full disk must not stop a start: replay and delivery go on, and
+        // the rewrite is retried at the first ack.
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot rewrite the spool ack ledger; retried at the next ack")
+        }
+    }
     let bytes: u64 = writer.segments.values().map(|s| s.bytes).sum();
     let live: usize = writer.segments.values().map(|s| s.live.len()).sum();
     stats.bytes.store(bytes, Ordering::Relaxed);
@@ -96,7 +101,9 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> 
         max_payload: writer.options.max_record_bytes,
         stats: Arc::clone(&stats),
     };
-    writer.delete_finished();
+    if writer.ledger.is_some() {
+        writer.delete_finished();
+    }
     tracing::info!(dir = %dir.display(), segments = writer.segments.len(), undelivered = live, bytes, "spool opened");
 
     let (tx, rx) = mpsc::unbounded_channel();
@@ -111,6 +118,17 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> 
         .spawn(move || writer.run(rx))
         .map_err(fail("cannot start the spool writer thread"))?;
     Ok((spool, replay))
+}
+
+/// Errors that say the directory cannot be used at all (rather than "not now").
+fn unusable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied
+            | io::ErrorKind::ReadOnlyFilesystem
+            | io::ErrorKind::NotADirectory
+            | io::ErrorKind::NotFound
+    )
 }
 
 /// Creates the directory `0700`, or tightens an existing one to `0700`.

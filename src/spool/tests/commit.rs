@@ -11,9 +11,20 @@ use crate::spool::SpoolError;
 #[tokio::test]
 async fn a_record_comes_back_after_reopen_with_every_field() {
     let dir = tempfile::tempdir().unwrap();
-    let (spool, replay) = open(options(dir.path()));
+    let observed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut opts = options(dir.path());
+    let seen = Arc::clone(&observed);
+    opts.on_sync = Some(Arc::new(move |_| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }));
+    let (spool, replay) = open(opts);
     assert_eq!(replay.count(), 0);
     let ids = append_all(&spool, 0..3).await;
+    assert_eq!(
+        observed.load(std::sync::atomic::Ordering::Relaxed),
+        spool.stats().syncs()
+    );
+    assert_eq!(spool.stats().syncs(), 3, "one at a time: one sync each");
     spool.close().await;
 
     let (_spool, back) = replayed(options(dir.path()));

@@ -159,6 +159,37 @@ async fn the_active_segment_stays_until_it_is_closed() {
 }
 
 #[tokio::test]
+async fn a_ledger_that_cannot_be_written_at_open_does_not_stop_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let faulty = Arc::new(Faulty::default());
+    let opts = faulty_options(dir.path(), &faulty);
+    let (spool, _) = open(opts.clone());
+    let done = append_all(&spool, 0..1).await;
+    spool.ack(done[0]).await.unwrap();
+    spool.close().await;
+
+    faulty.fail(FileKind::Ledger, Op::Write); // a full disk at start
+    let (spool, back) = replayed(opts);
+    assert!(back.is_empty());
+    assert_eq!(
+        segment_files(&spool_dir).len(),
+        1,
+        "not deleted before a ledger is synced"
+    );
+
+    faulty.heal();
+    let id = spool.append(&record(1)).await.unwrap();
+    spool
+        .ack(id)
+        .await
+        .expect("the ledger is rewritten at the first ack");
+    let left = segment_files(&spool_dir);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].ends_with(format!("segment-{:020}.log", id.segment)));
+}
+
+#[tokio::test]
 async fn a_missing_segment_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
