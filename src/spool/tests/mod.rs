@@ -3,6 +3,7 @@
 
 mod commit;
 mod dead_letters;
+mod props;
 mod recovery;
 
 use std::fs::File;
