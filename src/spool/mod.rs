@@ -201,6 +201,8 @@ impl Spool {
 
     /// Queues `record` at once (failing at once when full or too large) and
     /// resolves with its id only after the sync covering it returned.
+    /// Dropping the future does not withdraw the record: if it is written,
+    /// it is replayed at the next open (at least once, never lost).
     pub fn append(
         &self,
         record: &Record,

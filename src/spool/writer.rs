@@ -197,8 +197,13 @@ impl Writer {
             },
         );
         self.active = Some((seq, file));
-        // The new entry must be durable before a 202 can rest on it.
-        storage::sync_dir(&self.options.dir)
+        // The new entry must be durable before a 202 can rest on it; if that
+        // fails, the segment is given up (and removed, being empty).
+        let synced = storage::sync_dir(&self.options.dir);
+        if synced.is_err() {
+            self.seal_active();
+        }
+        synced
     }
 
     fn seal_active(&mut self) {
