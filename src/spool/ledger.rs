@@ -115,10 +115,10 @@ impl Ledger {
         Ok(())
     }
 
-    /// Worth rewriting when it is past 1 MiB and at least half of it is acks
-    /// of segments already deleted.
-    pub(crate) fn wants_rewrite(&self, live_acks: usize) -> bool {
+    /// Worth rewriting when it is past `at_bytes` and at least half of it is
+    /// acks of segments already deleted.
+    pub(crate) fn wants_rewrite(&self, live_acks: usize, at_bytes: u64) -> bool {
         let live_bytes = (live_acks * ENTRY_LEN) as u64;
-        self.bytes > 1 << 20 && self.bytes > 2 * live_bytes
+        self.bytes > at_bytes && self.bytes > 2 * live_bytes
     }
 }

@@ -53,6 +53,9 @@ pub struct SpoolOptions {
     pub max_spool_bytes: u64,
     /// Largest record payload accepted (and believed when reading a length back).
     pub max_record_bytes: usize,
+    /// The ack ledger is rewritten (compacted) once it passes this size and
+    /// holds mostly acks of deleted segments.
+    pub ledger_rewrite_bytes: u64,
     pub storage: Arc<dyn Storage>,
     pub on_sync: Option<SyncObserver>,
 }
@@ -64,6 +67,7 @@ impl SpoolOptions {
             segment_bytes: 8 << 20,
             max_spool_bytes: 1 << 30,
             max_record_bytes: 16 << 20,
+            ledger_rewrite_bytes: 1 << 20,
             storage: Arc::new(RealStorage),
             on_sync: None,
         }
@@ -77,6 +81,7 @@ impl fmt::Debug for SpoolOptions {
             .field("segment_bytes", &self.segment_bytes)
             .field("max_spool_bytes", &self.max_spool_bytes)
             .field("max_record_bytes", &self.max_record_bytes)
+            .field("ledger_rewrite_bytes", &self.ledger_rewrite_bytes)
             .finish_non_exhaustive()
     }
 }

@@ -309,7 +309,7 @@ impl Writer {
         if self
             .ledger
             .as_ref()
-            .is_some_and(|l| l.wants_rewrite(live_acks))
+            .is_some_and(|l| l.wants_rewrite(live_acks, self.options.ledger_rewrite_bytes))
         {
             self.ledger = match self.rewrite_ledger() {
                 Ok(ledger) => Some(ledger),

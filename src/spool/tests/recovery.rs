@@ -190,6 +190,31 @@ async fn a_ledger_that_cannot_be_written_at_open_does_not_stop_it() {
 }
 
 #[tokio::test]
+async fn the_ledger_is_compacted_and_keeps_the_acks_still_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("spool").join("acks.log");
+    let mut opts = options(dir.path());
+    opts.segment_bytes = 1; // each append starts a new segment
+    opts.ledger_rewrite_bytes = 100; // five entries
+    let (spool, _) = open(opts.clone());
+    let ids = append_all(&spool, 0..12).await;
+    let last = spool.append(&record(12)).await.unwrap();
+    spool.ack(last).await.unwrap(); // in the active segment: must survive compaction
+    for id in &ids {
+        spool.ack(*id).await.unwrap();
+    }
+    let size = std::fs::metadata(&ledger).unwrap().len();
+    assert!(
+        size <= 120,
+        "12 acks of deleted segments were not compacted away: {size}"
+    );
+    spool.close().await;
+
+    let (_spool, back) = replayed(opts);
+    assert!(back.is_empty(), "{back:?}");
+}
+
+#[tokio::test]
 async fn a_missing_segment_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
