@@ -2,6 +2,7 @@
 //! storage that injects write and sync failures or holds a sync open.
 
 mod commit;
+mod crash;
 mod dead_letters;
 mod props;
 mod recovery;
