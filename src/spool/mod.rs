@@ -39,7 +39,8 @@ pub use record::{EncodeError, Record, RecordId};
 pub use recovery::Replay;
 pub use storage::{FileKind, RealStorage, Storage};
 
-/// A callback told the duration of every segment sync (for a histogram).
+/// A callback told how long each group's write plus `fdatasync` took (for
+/// `inletd_spool_sync_seconds`). Runs on the writer thread: keep it cheap.
 pub type SyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// How to open a spool.
@@ -148,7 +149,7 @@ impl SpoolStats {
     pub fn synced_messages(&self) -> u64 {
         self.synced_messages.load(Ordering::Relaxed)
     }
-    /// Total time spent in segment syncs.
+    /// Total time spent writing and syncing groups of appends.
     pub fn sync_time(&self) -> Duration {
         Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed))
     }
