@@ -80,9 +80,8 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            self.commit_appends(appends);
+            self.commit(appends, acks);
             self.commit_dead_letters(letters);
-            self.commit_acks(acks);
             if let Some(reply) = close {
                 rx.close();
                 let _: Result<(), ()> = reply.send(());
@@ -92,44 +91,67 @@ impl Writer {
         tracing::debug!(dir = %self.options.dir.display(), "spool writer stopped");
     }
 
-    fn commit_appends(&mut self, appends: Vec<(Vec<u8>, Reply<RecordId>)>) {
-        if appends.is_empty() {
-            return;
-        }
-        let total: usize = appends.iter().map(|(f, _)| f.len()).sum();
-        let result = self.write_group(&appends, total);
-        match result {
-            Ok((seq, start)) => {
-                // Gauges first: whoever got the answer may read them at once.
-                let n = appends.len() as u64;
-                self.stats.messages.fetch_add(n, Ordering::Relaxed);
-                self.stats.synced_messages.fetch_add(n, Ordering::Relaxed);
-                let mut offset = start;
-                for (frame, reply) in appends {
-                    let _ = reply.send(Ok(RecordId {
-                        segment: seq,
-                        offset,
-                    }));
-                    offset += frame.len() as u64;
-                }
+    /// One group: appends and acks are prepared here, then the segment and
+    /// the ledger are written and synced at the same time (two threads), so
+    /// an append never waits for an ack's sync on top of its own.
+    fn commit(
+        &mut self,
+        appends: Vec<(Vec<u8>, Reply<RecordId>)>,
+        acks: Vec<(RecordId, Reply<()>)>,
+    ) {
+        // Appends first: a roll may delete segments, which must happen
+        // before any ack of this group leaves `live` ahead of the ledger.
+        let group = (!appends.is_empty()).then(|| self.prepare_group(&appends));
+        let fresh = self.take_acks(&acks);
+        let Writer {
+            active,
+            ledger,
+            segments,
+            foreign_acks,
+            options,
+            ..
+        } = self;
+        let storage = options.storage.as_ref();
+        let (segment_io, ack_io) = std::thread::scope(|scope| {
+            let ack_io = |ledger: &mut Option<Ledger>| {
+                (!fresh.is_empty())
+                    .then(|| sync_acks(ledger, segments, foreign_acks, options, &fresh))
+            };
+            let segment_io = |active: &mut Option<(u64, File)>| {
+                let (Some(Ok(group)), Some((_, file))) = (&group, active.as_mut()) else {
+                    return None;
+                };
+                let began = Instant::now();
+                let written = storage
+                    .write_all(FileKind::Segment, file, &group.buf)
+                    .and_then(|()| storage.sync_data(FileKind::Segment, file));
+                Some(written.map(|()| began.elapsed()))
+            };
+            if group.is_some() && !fresh.is_empty() {
+                let acks = scope.spawn(move || ack_io(ledger));
+                let segment = segment_io(active);
+                let acks = acks
+                    .join()
+                    .unwrap_or_else(|_| Some(Err(io::Error::other("the ledger thread panicked"))));
+                (segment, acks)
+            } else {
+                (segment_io(active), ack_io(ledger))
             }
-            Err(e) => {
-                tracing::warn!(dir = %self.options.dir.display(), error = %e, records = appends.len(), "spool append failed; the next append starts a new segment");
-                self.stats.bytes.fetch_sub(total as u64, Ordering::AcqRel);
-                let e = Arc::new(e);
-                for (_, reply) in appends {
-                    let _ = reply.send(Err(SpoolError::Io(Arc::clone(&e))));
-                }
-            }
+        });
+        // Acks settle first: a failed append below may seal (and delete) a segment.
+        self.finish_acks(acks, fresh, ack_io.unwrap_or(Ok(())));
+        if let Some(group) = group {
+            let result = match (group, segment_io) {
+                (Ok(group), Some(io)) => io.map(|took| (group, took)),
+                (Ok(_), None) => Err(io::Error::other("no active segment")),
+                (Err(e), _) => Err(e),
+            };
+            self.finish_appends(appends, result);
         }
     }
 
-    /// Writes and syncs one group; returns the segment and the offset of its first frame.
-    fn write_group(
-        &mut self,
-        appends: &[(Vec<u8>, Reply<RecordId>)],
-        total: usize,
-    ) -> io::Result<(u64, u64)> {
+    /// Rolls if needed and joins the frames; the offsets start at `start`.
+    fn prepare_group(&mut self, appends: &[(Vec<u8>, Reply<RecordId>)]) -> io::Result<Group> {
         let full = self
             .active
             .as_ref()
@@ -138,45 +160,74 @@ impl Writer {
         if full {
             self.roll()?;
         }
-        let Some((seq, file)) = self.active.as_mut() else {
+        let Some((seq, _)) = self.active.as_ref() else {
             return Err(io::Error::other("no active segment"));
         };
-        let seq = *seq;
-        let start = self.segments.get(&seq).map_or(0, |s| s.bytes);
-        let mut buf = Vec::with_capacity(total);
-        for (frame, _) in appends {
-            buf.extend_from_slice(frame);
-        }
-        let storage = &self.options.storage;
-        let began = Instant::now();
-        let written = storage
-            .write_all(FileKind::Segment, file, &buf)
-            .and_then(|()| storage.sync_data(FileKind::Segment, file));
-        if let Err(e) = written {
-            // Cut what may have reached the file, so records answered 503 do
-            // not come back at the next start; then never write here again.
-            if let Err(cut) = file.set_len(start) {
-                tracing::warn!(segment = seq, error = %cut, "cannot cut a failed write off a spool segment; its records may be replayed");
+        let start = self.segments.get(seq).map_or(0, |s| s.bytes);
+        Ok(Group {
+            seq: *seq,
+            start,
+            buf: appends
+                .iter()
+                .flat_map(|(f, _)| f.iter().copied())
+                .collect(),
+        })
+    }
+
+    fn finish_appends(
+        &mut self,
+        appends: Vec<(Vec<u8>, Reply<RecordId>)>,
+        result: io::Result<(Group, std::time::Duration)>,
+    ) {
+        let total: u64 = appends.iter().map(|(f, _)| f.len() as u64).sum();
+        let (group, took) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                // Cut what may have reached the file, so records answered 503
+                // do not come back at the next start; never write there again.
+                if let Some((seq, file)) = self.active.as_ref() {
+                    let start = self.segments.get(seq).map_or(0, |s| s.bytes);
+                    if let Err(cut) = file.set_len(start) {
+                        tracing::warn!(segment = seq, error = %cut, "cannot cut a failed write off a spool segment; its records may be replayed");
+                    }
+                }
+                self.seal_active();
+                tracing::warn!(dir = %self.options.dir.display(), error = %e, records = appends.len(), "spool append failed; the next append starts a new segment");
+                self.stats.bytes.fetch_sub(total, Ordering::AcqRel);
+                let e = Arc::new(e);
+                for (_, reply) in appends {
+                    let _ = reply.send(Err(SpoolError::Io(Arc::clone(&e))));
+                }
+                return;
             }
-            self.seal_active();
-            return Err(e);
-        }
-        let took = began.elapsed();
-        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        };
+        let stats = &self.stats;
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.stats.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
+        stats.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
         if let Some(observe) = &self.options.on_sync {
             observe(took);
         }
-        if let Some(segment) = self.segments.get_mut(&seq) {
-            segment.bytes += total as u64;
-            let mut offset = start;
-            for (frame, _) in appends {
-                segment.live.insert(offset);
-                offset += frame.len() as u64;
+        // Gauges first: whoever gets an answer may read them at once.
+        let n = appends.len() as u64;
+        stats.messages.fetch_add(n, Ordering::Relaxed);
+        stats.synced_messages.fetch_add(n, Ordering::Relaxed);
+        let segment = self.segments.get_mut(&group.seq);
+        let mut live = segment.map(|s| {
+            s.bytes += total;
+            &mut s.live
+        });
+        let mut offset = group.start;
+        for (frame, reply) in appends {
+            if let Some(live) = live.as_mut() {
+                live.insert(offset);
             }
+            let _ = reply.send(Ok(RecordId {
+                segment: group.seq,
+                offset,
+            }));
+            offset += frame.len() as u64;
         }
-        Ok((seq, start))
     }
 
     /// Closes the active segment (if any) and creates the next one durably.
@@ -237,20 +288,25 @@ impl Writer {
         }
     }
 
-    fn commit_acks(&mut self, acks: Vec<(RecordId, Reply<()>)>) {
+    /// Takes newly acked offsets out of `live` (put back if the ledger fails).
+    fn take_acks(&mut self, acks: &[(RecordId, Reply<()>)]) -> Vec<RecordId> {
         let mut fresh = Vec::new();
-        for (id, _) in &acks {
+        for (id, _) in acks {
             if let Some(segment) = self.segments.get_mut(&id.segment) {
                 if segment.live.remove(&id.offset) {
                     fresh.push(*id);
                 }
             }
         }
-        let result = if fresh.is_empty() {
-            Ok(())
-        } else {
-            self.write_acks(&fresh)
-        };
+        fresh
+    }
+
+    fn finish_acks(
+        &mut self,
+        acks: Vec<(RecordId, Reply<()>)>,
+        fresh: Vec<RecordId>,
+        result: io::Result<()>,
+    ) {
         match &result {
             Ok(()) => {
                 for id in &fresh {
@@ -260,6 +316,9 @@ impl Writer {
                 }
                 let n = fresh.len() as u64;
                 self.stats.messages.fetch_sub(n, Ordering::Relaxed);
+                // Before answering, so an answered ack has also freed its segment.
+                self.delete_finished();
+                self.compact_ledger();
             }
             Err(e) => {
                 tracing::warn!(dir = %self.options.dir.display(), error = %e, "spool ack failed; the ledger is rewritten before the next ack");
@@ -271,36 +330,14 @@ impl Writer {
                 }
             }
         }
-        if result.is_ok() {
-            // Before answering, so an answered ack has also freed its segment.
-            self.delete_finished();
-            self.compact_ledger();
-        }
         let result = result.map_err(Arc::new);
         for (_, reply) in acks {
             let _ = reply.send(result.clone().map_err(SpoolError::Io));
         }
     }
 
-    fn write_acks(&mut self, fresh: &[RecordId]) -> io::Result<()> {
-        if self.ledger.is_none() {
-            self.ledger = Some(self.rewrite_ledger()?);
-        }
-        match self.ledger.as_mut() {
-            Some(ledger) => ledger.append(fresh),
-            None => Err(io::Error::other("ledger not open")),
-        }
-    }
-
     pub(crate) fn rewrite_ledger(&self) -> io::Result<Ledger> {
-        let durable = self.segments.iter().flat_map(|(seq, s)| {
-            s.acked.iter().map(|offset| RecordId {
-                segment: *seq,
-                offset: *offset,
-            })
-        });
-        let ids = durable.chain(self.foreign_acks.iter().copied());
-        Ledger::rewrite(&self.options.dir, Arc::clone(&self.options.storage), ids)
+        rewrite_ledger(&self.segments, &self.foreign_acks, &self.options)
     }
 
     fn compact_ledger(&mut self) {
@@ -351,6 +388,47 @@ impl Writer {
             tracing::warn!(dir = %self.options.dir.display(), error = %e, "cannot sync the spool directory");
         }
     }
+}
+
+/// A group of appends about to be written: its segment, where it starts,
+/// and its frames joined.
+struct Group {
+    seq: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+/// Writes and syncs acks, first rewriting the ledger if the last use failed.
+fn sync_acks(
+    ledger: &mut Option<Ledger>,
+    segments: &BTreeMap<u64, Segment>,
+    foreign_acks: &[RecordId],
+    options: &SpoolOptions,
+    fresh: &[RecordId],
+) -> io::Result<()> {
+    if ledger.is_none() {
+        *ledger = Some(rewrite_ledger(segments, foreign_acks, options)?);
+    }
+    match ledger.as_mut() {
+        Some(ledger) => ledger.append(fresh),
+        None => Err(io::Error::other("ledger not open")),
+    }
+}
+
+/// A fresh ledger holding every durable ack of the segments still there.
+fn rewrite_ledger(
+    segments: &BTreeMap<u64, Segment>,
+    foreign_acks: &[RecordId],
+    options: &SpoolOptions,
+) -> io::Result<Ledger> {
+    let durable = segments.iter().flat_map(|(seq, s)| {
+        s.acked.iter().map(|offset| RecordId {
+            segment: *seq,
+            offset: *offset,
+        })
+    });
+    let ids = durable.chain(foreign_acks.iter().copied());
+    Ledger::rewrite(&options.dir, Arc::clone(&options.storage), ids)
 }
 
 pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {

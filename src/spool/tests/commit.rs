@@ -192,3 +192,62 @@ fn a_record_too_large_is_refused_before_any_io() {
         Err(crate::spool::EncodeError::TooLarge { max: 64, .. })
     ));
 }
+
+/// Appends and acks of one group: the segment and the ledger are synced side
+/// by side; each side's failure stays its own.
+async fn appends_and_acks_in_one_group(ledger_fails: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let faulty = Arc::new(Faulty::default());
+    let mut opts = faulty_options(dir.path(), &faulty);
+    opts.segment_bytes = 1; // each group starts a new segment
+    let (spool, _) = open(opts.clone());
+    let ids = append_all(&spool, 0..2).await;
+    let first = segment_files(&spool_dir)[0].clone();
+
+    let (entered, release) = faulty.hold_segment_syncs();
+    if ledger_fails {
+        faulty.fail(FileKind::Ledger, Op::Write);
+    }
+    let blocker = spool.append(&record(2));
+    entered
+        .recv_timeout(WAIT)
+        .expect("the blocker's sync began");
+    let mut appended = pin!(spool.append(&record(3)));
+    let acked = spool.ack(ids[0]);
+    release.send(()).unwrap();
+    blocker.await.unwrap();
+    entered
+        .recv_timeout(WAIT)
+        .expect("the sync of the next group began");
+    assert!(appended.as_mut().now_or_never().is_none());
+    release.send(()).unwrap();
+    appended
+        .await
+        .expect("an append does not share an ack's failure");
+    let acked = acked.await;
+    assert_eq!(acked.is_err(), ledger_fails, "{acked:?}");
+    assert_eq!(
+        first.exists(),
+        ledger_fails,
+        "deleted exactly when its ack is durable"
+    );
+
+    faulty.heal();
+    spool.ack(ids[0]).await.unwrap();
+    assert!(!first.exists());
+    spool.close().await;
+    let (_spool, back) = replayed(opts);
+    let bodies: Vec<Bytes> = back.into_iter().map(|(_, r)| r.body).collect();
+    assert_eq!(bodies, (1..4).map(|n| record(n).body).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn appends_and_acks_of_one_group_both_land() {
+    appends_and_acks_in_one_group(false).await;
+}
+
+#[tokio::test]
+async fn an_ack_failure_does_not_fail_the_appends_of_its_group() {
+    appends_and_acks_in_one_group(true).await;
+}
