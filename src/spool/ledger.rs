@@ -8,7 +8,7 @@
 //! (temp file, sync, rename, directory sync) at open and whenever it holds
 //! mostly acks of deleted segments, so it stays small and aligned.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use super::record::RecordId;
 use super::storage::{self, FileKind, Storage};
+use super::writer::Segment;
+use super::SpoolOptions;
 
 pub(crate) const FILE_NAME: &str = "acks.log";
 const TMP_NAME: &str = "acks.log.tmp";
@@ -121,4 +123,37 @@ impl Ledger {
         let live_bytes = (live_acks * ENTRY_LEN) as u64;
         self.bytes > at_bytes && self.bytes > 2 * live_bytes
     }
+}
+
+/// Writes and syncs acks, first rewriting the ledger if the last use failed.
+pub(crate) fn sync_acks(
+    ledger: &mut Option<Ledger>,
+    segments: &BTreeMap<u64, Segment>,
+    foreign_acks: &[RecordId],
+    options: &SpoolOptions,
+    fresh: &[RecordId],
+) -> io::Result<()> {
+    if ledger.is_none() {
+        *ledger = Some(rewrite_ledger(segments, foreign_acks, options)?);
+    }
+    match ledger.as_mut() {
+        Some(ledger) => ledger.append(fresh),
+        None => Err(io::Error::other("ledger not open")),
+    }
+}
+
+/// A fresh ledger holding every durable ack of the segments still there.
+pub(crate) fn rewrite_ledger(
+    segments: &BTreeMap<u64, Segment>,
+    foreign_acks: &[RecordId],
+    options: &SpoolOptions,
+) -> io::Result<Ledger> {
+    let durable = segments.iter().flat_map(|(seq, s)| {
+        s.acked.iter().map(|offset| RecordId {
+            segment: *seq,
+            offset: *offset,
+        })
+    });
+    let ids = durable.chain(foreign_acks.iter().copied());
+    Ledger::rewrite(&options.dir, Arc::clone(&options.storage), ids)
 }

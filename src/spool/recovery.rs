@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 
 use super::ledger;
 use super::record::{self, Record, RecordId, HEADER_LEN};
-use super::writer::{segment_seq, Segment, Writer};
+use super::storage::{segment_path, segment_seq};
+use super::writer::{Segment, Writer};
 use super::{OpenError, Spool, SpoolOptions, SpoolStats};
 
 pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> {
@@ -43,7 +44,7 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> 
     let mut segments = BTreeMap::new();
     let mut foreign_acks = Vec::new();
     for seq in seqs {
-        let path = super::writer::segment_path(&dir, seq);
+        let path = segment_path(&dir, seq);
         let segment_acks = acks.remove(&seq).unwrap_or_default();
         match load_segment(&path, options.max_record_bytes, &segment_acks, &stats) {
             Ok(segment) => {

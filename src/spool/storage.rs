@@ -6,7 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Which of the spool's files an operation is on, so a test can fail one kind only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,4 +56,17 @@ pub(crate) fn open_append(path: &Path) -> io::Result<File> {
 /// crash can bring back a deleted segment or lose a new one.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// `segment-<seq>.log`, zero-padded so names sort like numbers.
+pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("segment-{seq:020}.log"))
+}
+
+/// The sequence number in a segment file's name, if it is one.
+pub(crate) fn segment_seq(name: &str) -> Option<u64> {
+    name.strip_prefix("segment-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
 }

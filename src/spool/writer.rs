@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,9 +21,9 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::dead_letter;
-use super::ledger::Ledger;
+use super::ledger::{rewrite_ledger, sync_acks, Ledger};
 use super::record::RecordId;
-use super::storage::{self, FileKind};
+use super::storage::{self, segment_path, FileKind};
 use super::{Command, Reply, SpoolError, SpoolOptions, SpoolStats};
 
 /// One segment the writer knows about.
@@ -396,49 +396,4 @@ struct Group {
     seq: u64,
     start: u64,
     buf: Vec<u8>,
-}
-
-/// Writes and syncs acks, first rewriting the ledger if the last use failed.
-fn sync_acks(
-    ledger: &mut Option<Ledger>,
-    segments: &BTreeMap<u64, Segment>,
-    foreign_acks: &[RecordId],
-    options: &SpoolOptions,
-    fresh: &[RecordId],
-) -> io::Result<()> {
-    if ledger.is_none() {
-        *ledger = Some(rewrite_ledger(segments, foreign_acks, options)?);
-    }
-    match ledger.as_mut() {
-        Some(ledger) => ledger.append(fresh),
-        None => Err(io::Error::other("ledger not open")),
-    }
-}
-
-/// A fresh ledger holding every durable ack of the segments still there.
-fn rewrite_ledger(
-    segments: &BTreeMap<u64, Segment>,
-    foreign_acks: &[RecordId],
-    options: &SpoolOptions,
-) -> io::Result<Ledger> {
-    let durable = segments.iter().flat_map(|(seq, s)| {
-        s.acked.iter().map(|offset| RecordId {
-            segment: *seq,
-            offset: *offset,
-        })
-    });
-    let ids = durable.chain(foreign_acks.iter().copied());
-    Ledger::rewrite(&options.dir, Arc::clone(&options.storage), ids)
-}
-
-pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("segment-{seq:020}.log"))
-}
-
-/// The sequence number in a segment file's name, if it is one.
-pub(crate) fn segment_seq(name: &str) -> Option<u64> {
-    name.strip_prefix("segment-")?
-        .strip_suffix(".log")?
-        .parse()
-        .ok()
 }
