@@ -2,7 +2,9 @@
 //! files. Group commit: it blocks for one command, drains everything else
 //! already queued, writes all appends with one `write` and one `fdatasync`,
 //! and only then answers their callers; whatever arrives during that sync
-//! forms the next group. Acks and dead letters are grouped the same way.
+//! forms the next group. Acks and dead letters are grouped the same way; a
+//! group's acks go to the ledger on a scoped second thread while its appends
+//! are synced, so neither waits for the other's fsync.
 //!
 //! After a failed write or sync the segment is never written again (after a
 //! failed fsync the page cache cannot be trusted, PostgreSQL's "fsyncgate"):
