@@ -251,3 +251,25 @@ async fn appends_and_acks_of_one_group_both_land() {
 async fn an_ack_failure_does_not_fail_the_appends_of_its_group() {
     appends_and_acks_in_one_group(true).await;
 }
+
+#[test]
+fn handles_and_futures_can_move_between_tasks() {
+    fn send_static<T: Send + 'static>(_: &T) {}
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    shared::<Spool>();
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, replay) = open(options(dir.path()));
+    send_static(&replay);
+    let id = RecordId {
+        segment: 1,
+        offset: 0,
+    };
+    let (append, ack, letter) = (
+        spool.append(&record(0)),
+        spool.ack(id),
+        spool.dead_letter(&record(0), 400, "x"),
+    );
+    send_static(&append);
+    send_static(&ack);
+    send_static(&letter);
+}
