@@ -294,3 +294,32 @@ fn scan_resyncs_after_garbage_between_frames() {
     assert_eq!(offsets, vec![0, (a.len() + 11) as u64]);
     assert_eq!(scan.damaged, vec![a.len() as u64]);
 }
+
+#[tokio::test]
+async fn acking_every_replayed_record_empties_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let mut opts = options(dir.path());
+    opts.segment_bytes = 300; // a few records a segment
+    let (spool, _) = open(opts.clone());
+    append_all(&spool, 0..20).await;
+    spool.close().await;
+
+    let (spool, mut replay) = open(opts);
+    assert_eq!(spool.stats().messages(), 20);
+    let mut n = 0;
+    loop {
+        let chunk = replay.next_chunk(200);
+        if chunk.is_empty() {
+            break;
+        }
+        for (id, _) in chunk {
+            spool.ack(id).await.unwrap();
+            n += 1;
+        }
+    }
+    assert_eq!(n, 20);
+    let stats = spool.stats();
+    assert_eq!((stats.messages(), stats.bytes()), (0, 0));
+    assert!(segment_files(&spool_dir).is_empty());
+}
