@@ -13,6 +13,20 @@
 //!
 //! Files: `segment-<seq>.log` (rolled past `segment_bytes`), `acks.log`,
 //! `dead-letter.jsonl`, all `0600` in a `0700` directory.
+//!
+//! How a caller uses it:
+//!
+//! 1. At start, [`Spool::open`] (blocking). An [`OpenError`] names `spool_dir`
+//!    and means the directory is unusable; damaged content never fails it.
+//! 2. Drain the [`Replay`] from `spawn_blocking` with [`Replay::next_chunk`]
+//!    sized to what `max_buffered_bytes` leaves free, and hand each record to
+//!    delivery with its [`RecordId`]. Only records present at open are in it.
+//! 3. For a producer: [`Spool::append`]; the 202 waits for its `Ok(id)`, then
+//!    the record goes to delivery. `Full` → 429 with `Retry-After`, `Io` or
+//!    `Closed` → 503, `Encode` → 413.
+//! 4. Delivered: [`Spool::ack`]. Failed for good: [`Spool::dead_letter`], then
+//!    `ack`. An ack that fails only means a duplicate after a restart.
+//! 5. On SIGTERM: [`Spool::close`]; undelivered records stay for the next start.
 
 pub mod dead_letter;
 mod ledger;
