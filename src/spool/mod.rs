@@ -2,14 +2,14 @@
 //! with `spool_dir`. It owns the files in `spool_dir` and nothing else: no
 //! HTTP, no delivery, no metrics registry (the caller reads [`SpoolStats`]).
 //!
-//! - [`record`]: a message, its frame on disk (length prefix + CRC) and the scan
+//! - `record`: a message, its frame on disk (length prefix + CRC) and the scan
 //!   that skips damaged stretches.
-//! - [`writer`]: one thread owns every file; it drains all queued commands,
+//! - `writer`: one thread owns every file; it drains all queued commands,
 //!   writes them, `fdatasync`s once and only then answers (group commit).
-//! - [`ledger`]: acks, synced before any segment is deleted.
-//! - [`recovery`]: [`Spool::open`] and the [`Replay`] of undelivered records.
+//! - `ledger`: acks, synced before any segment is deleted.
+//! - `recovery`: [`Spool::open`] and the [`Replay`] of undelivered records.
 //! - [`dead_letter`]: `dead-letter.jsonl`, written here and read back for resends.
-//! - [`storage`]: the file operations tests replace to inject faults.
+//! - `storage`: the file operations tests replace to inject faults.
 //!
 //! Files: `segment-<seq>.log` (rolled past `segment_bytes`), `acks.log`,
 //! `dead-letter.jsonl`, all `0600` in a `0700` directory.
