@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod reply;
 pub mod server;
 pub mod shutdown;
+pub mod spool;
 pub mod upstream;
 
 use std::future::Future;

@@ -1,0 +1,301 @@
+//! The durable spool (SPEC §8): the storage engine behind fire-and-forget
+//! with `spool_dir`. It owns the files in `spool_dir` and nothing else: no
+//! HTTP, no delivery, no metrics registry (the caller reads [`SpoolStats`]).
+//!
+//! - `record`: a message, its frame on disk (length prefix + CRC) and the scan
+//!   that skips damaged stretches.
+//! - `writer`: one thread owns every file; it drains all queued commands,
+//!   writes them, `fdatasync`s once and only then answers (group commit).
+//! - `ledger`: acks, synced before any segment is deleted.
+//! - `recovery`: [`Spool::open`] and the [`Replay`] of undelivered records.
+//! - [`dead_letter`]: `dead-letter.jsonl`, written here and read back for resends.
+//! - `storage`: the file operations tests replace to inject faults.
+//!
+//! Files: `segment-<seq>.log` (rolled past `segment_bytes`), `acks.log`,
+//! `dead-letter.jsonl`, all `0600` in a `0700` directory.
+//!
+//! How a caller uses it:
+//!
+//! 1. At start, [`Spool::open`] (blocking). An [`OpenError`] names `spool_dir`
+//!    and means the directory is unusable; damaged content never fails it.
+//! 2. Drain the [`Replay`] from `spawn_blocking` with [`Replay::next_chunk`]
+//!    sized to what `max_buffered_bytes` leaves free, and hand each record to
+//!    delivery with its [`RecordId`]. Only records present at open are in it.
+//! 3. For a producer: [`Spool::append`]; the 202 waits for its `Ok(id)`, then
+//!    the record goes to delivery. `Full` → 429 with `Retry-After`, `Io` or
+//!    `Closed` → 503, `Encode` → 413.
+//! 4. Delivered: [`Spool::ack`]. Failed for good: [`Spool::dead_letter`], then
+//!    `ack`. An ack that fails only means a duplicate after a restart.
+//! 5. On SIGTERM: [`Spool::close`]; undelivered records stay for the next start.
+
+pub mod dead_letter;
+mod ledger;
+mod record;
+mod recovery;
+mod storage;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use dead_letter::{DeadLetter, DeadLetterReader};
+pub use record::{EncodeError, Record, RecordId};
+pub use recovery::Replay;
+pub use storage::{FileKind, RealStorage, Storage};
+
+/// A callback told how long each group's write plus `fdatasync` took (for
+/// `inletd_spool_sync_seconds`). Runs on the writer thread: keep it cheap.
+pub type SyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// How to open a spool.
+#[derive(Clone)]
+pub struct SpoolOptions {
+    /// `spool_dir`: created `0700` if missing.
+    pub dir: PathBuf,
+    /// A segment is closed and a new one started once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// `max_spool_bytes`: appends that would pass it fail with [`SpoolError::Full`].
+    pub max_spool_bytes: u64,
+    /// Largest record payload accepted (and believed when reading a length back).
+    pub max_record_bytes: usize,
+    /// The ack ledger is rewritten (compacted) once it passes this size and
+    /// holds mostly acks of deleted segments.
+    pub ledger_rewrite_bytes: u64,
+    pub storage: Arc<dyn Storage>,
+    pub on_sync: Option<SyncObserver>,
+}
+
+impl SpoolOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        SpoolOptions {
+            dir: dir.into(),
+            segment_bytes: 8 << 20,
+            max_spool_bytes: 1 << 30,
+            max_record_bytes: 16 << 20,
+            ledger_rewrite_bytes: 1 << 20,
+            storage: Arc::new(RealStorage),
+            on_sync: None,
+        }
+    }
+}
+
+impl fmt::Debug for SpoolOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpoolOptions")
+            .field("dir", &self.dir)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("max_spool_bytes", &self.max_spool_bytes)
+            .field("max_record_bytes", &self.max_record_bytes)
+            .field("ledger_rewrite_bytes", &self.ledger_rewrite_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an append, ack or dead letter did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SpoolError {
+    /// `max_spool_bytes` reached (the caller answers 429).
+    #[error("the spool is full (max_spool_bytes is {max} bytes)")]
+    Full { max: u64 },
+    #[error("the message cannot be spooled: {0}")]
+    Encode(#[from] EncodeError),
+    /// A write or sync failed (disk full, EIO): nothing of this call is
+    /// promised (the caller answers 503). Later calls try again.
+    #[error("the spool could not write to disk: {0}")]
+    Io(Arc<io::Error>),
+    #[error("the spool is closed")]
+    Closed,
+}
+
+/// Opening failed: the directory cannot be used at all (never because of
+/// what the files in it hold).
+#[derive(Debug, thiserror::Error)]
+#[error("spool_dir {}: {what}: {source}", dir.display())]
+pub struct OpenError {
+    pub dir: PathBuf,
+    pub what: &'static str,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Gauges and counters for the caller to export. All reads are relaxed snapshots.
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    pub(crate) bytes: AtomicU64,
+    pub(crate) messages: AtomicU64,
+    pub(crate) corrupt: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) synced_messages: AtomicU64,
+    pub(crate) sync_nanos: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
+}
+
+impl SpoolStats {
+    /// Bytes of segments on disk plus appends under way (`inletd_spool_bytes`).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+    /// Records spooled and not yet acknowledged (`inletd_spool_messages`).
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+    /// Damaged records and ledger entries seen since open
+    /// (`inletd_spool_corrupt_records_total`).
+    pub fn corrupt_records(&self) -> u64 {
+        self.corrupt.load(Ordering::Relaxed)
+    }
+    /// Segment syncs that succeeded.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+    /// Records made durable by those syncs; divided by [`Self::syncs`] it is
+    /// the group-commit factor (messages per fsync).
+    pub fn synced_messages(&self) -> u64 {
+        self.synced_messages.load(Ordering::Relaxed)
+    }
+    /// Total time spent writing and syncing groups of appends.
+    pub fn sync_time(&self) -> Duration {
+        Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed))
+    }
+    /// Dead letters written since open (`inletd_dead_letters_total`).
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
+
+/// What the handle asks of the writer thread.
+pub(crate) enum Command {
+    Append {
+        frame: Vec<u8>,
+        reply: Reply<RecordId>,
+    },
+    Ack {
+        id: RecordId,
+        reply: Reply<()>,
+    },
+    DeadLetter {
+        line: Vec<u8>,
+        reply: Reply<()>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A handle to an open spool; clones share the same writer.
+#[derive(Clone)]
+pub struct Spool {
+    tx: mpsc::UnboundedSender<Command>,
+    stats: Arc<SpoolStats>,
+    max_spool_bytes: u64,
+    max_record_bytes: usize,
+}
+
+impl fmt::Debug for Spool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spool")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Spool {
+    /// Opens `spool_dir`: reads what is there, forgets what is acknowledged,
+    /// and returns the handle plus a [`Replay`] of everything undelivered.
+    /// Blocking (it reads the segments once); call it before serving.
+    pub fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> {
+        recovery::open(options)
+    }
+
+    /// Queues `record` at once (failing at once when full or too large) and
+    /// resolves with its id only after the sync covering it returned.
+    /// Dropping the future does not withdraw the record: if it is written,
+    /// it is replayed at the next open (at least once, never lost).
+    pub fn append(
+        &self,
+        record: &Record,
+    ) -> impl Future<Output = Result<RecordId, SpoolError>> + Send + 'static {
+        let queued = self.enqueue_append(record);
+        async move { queued?.await.unwrap_or(Err(SpoolError::Closed)) }
+    }
+
+    fn enqueue_append(
+        &self,
+        record: &Record,
+    ) -> Result<oneshot::Receiver<Result<RecordId, SpoolError>>, SpoolError> {
+        let frame = record.encode(self.max_record_bytes)?;
+        let len = frame.len() as u64;
+        let max = self.max_spool_bytes;
+        self.stats
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                now.checked_add(len).filter(|after| *after <= max)
+            })
+            .map_err(|_| SpoolError::Full { max })?;
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Append { frame, reply }).is_err() {
+            self.stats.bytes.fetch_sub(len, Ordering::AcqRel);
+            return Err(SpoolError::Closed);
+        }
+        Ok(rx)
+    }
+
+    /// Marks a record delivered (or dead-lettered). Resolves once the ack is
+    /// durable; a segment whose records are all acked is then deleted.
+    /// Acking twice, or an id from a deleted segment, is harmless.
+    pub fn ack(&self, id: RecordId) -> impl Future<Output = Result<(), SpoolError>> + Send {
+        self.request(move |reply| Command::Ack { id, reply })
+    }
+
+    /// Appends `record` to `dead-letter.jsonl` (without its credentials) and
+    /// resolves once that is synced. It does not ack the record: do both.
+    pub fn dead_letter(
+        &self,
+        record: &Record,
+        status: u16,
+        upstream_message: &str,
+    ) -> impl Future<Output = Result<(), SpoolError>> + Send {
+        let line = dead_letter::line(record, status, upstream_message, SystemTime::now());
+        self.request(move |reply| Command::DeadLetter { line, reply })
+    }
+
+    fn request<T: Send + 'static>(
+        &self,
+        command: impl FnOnce(Reply<T>) -> Command,
+    ) -> impl Future<Output = Result<T, SpoolError>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.tx.send(command(reply)).is_ok();
+        async move {
+            if !sent {
+                return Err(SpoolError::Closed);
+            }
+            rx.await.unwrap_or(Err(SpoolError::Closed))
+        }
+    }
+
+    /// The gauges and counters.
+    pub fn stats(&self) -> Arc<SpoolStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Finishes what is queued, then stops the writer; later calls on any
+    /// clone fail with [`SpoolError::Closed`]. Files stay for the next open.
+    pub async fn close(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Close { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
