@@ -106,7 +106,7 @@ impl fmt::Display for Untrusted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "the upstream's certificate is not signed by a trusted root ({}); if a proxy or a private CA signs it, put that CA's certificate (PEM) in `{CA_FILE_KEY}`",
+            "the upstream's certificate is not signed by a trusted root ({:?}); if a proxy or a private CA signs it, put that CA's certificate (PEM) in `{CA_FILE_KEY}`",
             self.cause
         )?;
         match &self.ca_file {
@@ -130,14 +130,14 @@ impl ServerCertVerifier for Explained {
         self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             .map_err(|err| match err {
+                // `Other` so the text shows as written (a certificate error's
+                // payload would be shown in its `Debug` form).
                 rustls::Error::InvalidCertificate(
                     cause @ (CertificateError::UnknownIssuer | CertificateError::BadSignature),
-                ) => rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
-                    Arc::new(Untrusted {
-                        cause,
-                        ca_file: self.ca_file.clone(),
-                    }),
-                ))),
+                ) => rustls::Error::Other(OtherError(Arc::new(Untrusted {
+                    cause,
+                    ca_file: self.ca_file.clone(),
+                }))),
                 other => other,
             })
     }
