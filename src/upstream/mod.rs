@@ -54,7 +54,10 @@ impl Upstream {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Upstream>, StartError> {
         // rustls with our roots and ALPN (see `tls`); HTTPS_PROXY / NO_PROXY are
         // honoured by reqwest's system proxy support, tunnelling with CONNECT.
-        let tls = tls::client_config(config.upstream_ca_file.0.as_deref())?;
+        let tls = tls::client_config(
+            config.upstream_ca_file.0.as_deref(),
+            config.upstream_system_roots.0,
+        )?;
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .pool_max_idle_per_host(config.max_in_flight)

@@ -1,5 +1,6 @@
-//! TLS to the upstream: the trust roots (the compiled-in Mozilla bundle plus
-//! the PEM certificates of `upstream_ca_file`) and the rustls client
+//! TLS to the upstream: the trust roots (the compiled-in Mozilla bundle, the
+//! PEM certificates of `upstream_ca_file`, and with `upstream_system_roots`
+//! the operating system's store) and the rustls client
 //! configuration the pooled client uses, with ALPN offering h2 and http/1.1.
 //!
 //! A certificate the roots do not vouch for is refused with an error that
@@ -16,8 +17,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 
-/// The key this module reads; every error names it.
+/// The keys this module reads; every error names one.
 pub const CA_FILE_KEY: &str = "upstream_ca_file";
+pub const SYSTEM_ROOTS_KEY: &str = "upstream_system_roots";
 
 /// Why the upstream's TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +27,9 @@ pub enum TlsError {
     /// The file named by `upstream_ca_file` is missing or not usable.
     #[error("invalid value for `{CA_FILE_KEY}`: {0}")]
     CaFile(String),
+    /// `upstream_system_roots` is on but the store gave no usable certificate.
+    #[error("`{SYSTEM_ROOTS_KEY}` is true, but the system certificate store gave no usable certificate{0}")]
+    SystemRoots(String),
     #[error("cannot build the upstream TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }
@@ -59,8 +64,11 @@ pub fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 /// The rustls configuration for the upstream: compiled-in roots plus those of
-/// `ca_file`, ALPN h2 then http/1.1.
-pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+/// `ca_file` and, with `system_roots`, the system store's; ALPN h2 then http/1.1.
+pub fn client_config(
+    ca_file: Option<&Path>,
+    system_roots: bool,
+) -> Result<rustls::ClientConfig, TlsError> {
     // The ring provider, chosen here rather than the process-wide default.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore {
@@ -70,6 +78,9 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Tls
         for cert in read_roots(path)? {
             roots.add(cert)?;
         }
+    }
+    if system_roots {
+        add_system_roots(&mut roots)?;
     }
     let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
@@ -85,6 +96,35 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Tls
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Adds the system store's certificates. A store commonly holds a few that
+/// webpki cannot parse; those are skipped (logged), but finding none is an error.
+fn add_system_roots(roots: &mut RootCertStore) -> Result<(), TlsError> {
+    let found = rustls_native_certs::load_native_certs();
+    let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+    let (added, skipped) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", errors.join("; "))
+        };
+        return Err(TlsError::SystemRoots(why));
+    }
+    if skipped > 0 || !errors.is_empty() {
+        tracing::warn!(
+            added,
+            skipped,
+            errors = %errors.join("; "),
+            "{SYSTEM_ROOTS_KEY}: some of the system store could not be used"
+        );
+    }
+    tracing::info!(
+        added,
+        "{SYSTEM_ROOTS_KEY}: trusting the system certificate store"
+    );
+    Ok(())
 }
 
 /// The webpki verifier, unchanged, except that a certificate from an unknown
@@ -178,7 +218,7 @@ mod tests {
 
     #[test]
     fn without_a_ca_file_the_compiled_in_roots_serve() {
-        let config = client_config(None).expect("builds");
+        let config = client_config(None, false).expect("builds");
         assert_eq!(
             config.alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
@@ -187,7 +227,7 @@ mod tests {
 
     #[test]
     fn a_missing_file_names_the_key_and_the_path() {
-        let err = client_config(Some(Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        let err = client_config(Some(Path::new("/nonexistent/ca.pem")), false).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("`upstream_ca_file`"), "{text}");
         assert!(text.contains("/nonexistent/ca.pem"), "{text}");
@@ -196,7 +236,9 @@ mod tests {
     #[test]
     fn a_file_without_certificates_is_refused() {
         let f = file("just some text\n");
-        let text = client_config(Some(f.path())).unwrap_err().to_string();
+        let text = client_config(Some(f.path()), false)
+            .unwrap_err()
+            .to_string();
         assert!(
             text.contains("`upstream_ca_file`") && text.contains("no certificate"),
             "{text}"
@@ -206,7 +248,9 @@ mod tests {
     #[test]
     fn a_garbled_certificate_is_refused() {
         let f = file("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
-        let text = client_config(Some(f.path())).unwrap_err().to_string();
+        let text = client_config(Some(f.path()), false)
+            .unwrap_err()
+            .to_string();
         assert!(text.contains("`upstream_ca_file`"), "{text}");
         assert!(text.contains("certificate #1"), "{text}");
     }
@@ -235,5 +279,40 @@ mod tests {
         })
         .expect("empty means none");
         assert_eq!(config.upstream_ca_file.0, None);
+    }
+
+    #[test]
+    fn the_system_roots_switch_reads_the_same_everywhere() {
+        use crate::config::{Config, Sources};
+        let load = |file: &str, var: Option<&str>| {
+            let env = var.map(|v| ("INLETD_UPSTREAM_SYSTEM_ROOTS".to_owned(), v.to_owned()));
+            Config::load(Sources {
+                file: Some(("t.toml".to_owned(), file.to_owned())),
+                env: env.into_iter().collect(),
+                ..Sources::default()
+            })
+        };
+        let on = |c: Config| c.upstream_system_roots.0;
+        assert!(!on(load("", None).expect("default")));
+        assert!(on(load("upstream_system_roots = true", None).expect("bool")));
+        // What `check-config` prints must load back.
+        assert!(on(
+            load("upstream_system_roots = \"true\"", None).expect("text")
+        ));
+        assert!(!on(
+            load("upstream_system_roots = true", Some("FALSE")).expect("env")
+        ));
+        for bad in [
+            "upstream_system_roots = 1",
+            "upstream_system_roots = \"yes\"",
+        ] {
+            let err = load(bad, None).unwrap_err().to_string();
+            assert!(err.contains("upstream_system_roots"), "{err}");
+        }
+        let err = load("", Some("maybe")).unwrap_err().to_string();
+        assert!(
+            err.contains("`upstream_system_roots`") && err.contains("maybe"),
+            "{err}"
+        );
     }
 }

@@ -181,3 +181,73 @@ async fn https_proxy_tunnels_with_connect() {
     drop(daemon);
     stop.cancel();
 }
+
+/// `upstream_system_roots` trusts the system store, which `SSL_CERT_FILE`
+/// points at here (the test cannot change the machine's store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_store_is_trusted_only_when_asked() {
+    let (tls, ca) = standin_tls(Alpn::Both);
+    let config = StandInConfig {
+        tls: Some(tls),
+        ..StandInConfig::default()
+    };
+    let standin = StandIn::bind("127.0.0.1:0".parse().expect("address"), config)
+        .await
+        .expect("stand-in binds");
+    let upstream = format!("https://{}", standin.local_addr());
+    let handle = standin.handle();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(standin.run(async move { stopped.cancelled().await }));
+    let ca = ca.path().to_str().expect("UTF-8 temp path").to_owned();
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    for (system_roots, expected) in [("false", 502), ("true", 200)] {
+        let mut command = inletd();
+        command.env("SSL_CERT_FILE", &ca);
+        let args = [
+            "--upstream",
+            upstream.as_str(),
+            "--upstream-system-roots",
+            system_roots,
+            "--linger",
+            "1ms",
+            "--max-retries",
+            "0",
+        ]
+        .map(str::to_owned);
+        let mut daemon = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Daemon::start(command, &args)
+        })
+        .await
+        .expect("daemon starts");
+        daemon.keep_reading_logs();
+        let answer = post(
+            &client,
+            &daemon.url("/collection/c"),
+            message(system_roots, ""),
+            &[],
+        )
+        .await;
+        assert_eq!(answer.status, expected, "{system_roots}: {}", answer.text);
+    }
+    assert_eq!(handle.delivered().len(), 1, "only with the system store");
+    stop.cancel();
+
+    // Asked for, but the store holds nothing usable: start-up stops.
+    let empty = ca_file("no certificates here\n");
+    let out = inletd()
+        .env("SSL_CERT_FILE", empty.path())
+        .env("SSL_CERT_DIR", "/nonexistent")
+        .args(["--upstream-system-roots", "true", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .output()
+        .expect("inletd runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("`upstream_system_roots`"), "{err}");
+}
