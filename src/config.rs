@@ -87,6 +87,69 @@ impl fmt::Display for UpstreamUrl {
     }
 }
 
+/// A file path that may be left empty (`""`: none), so that the example
+/// config can set every key, this one included.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OptionalPath(pub Option<std::path::PathBuf>);
+
+impl FromStr for OptionalPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        Ok(OptionalPath((!s.is_empty()).then(|| s.into())))
+    }
+}
+
+impl fmt::Display for OptionalPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(path) => write!(f, "{}", path.display()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// On or off: `true`/`false` in TOML (a boolean, or the text `check-config`
+/// prints), the environment and flags alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Switch(pub bool);
+
+impl FromStr for Switch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(Switch(true)),
+            "false" => Ok(Switch(false)),
+            _ => Err(format!("`{s}` is not `true` or `false`")),
+        }
+    }
+}
+
+impl fmt::Display for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Switch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Switch;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Switch, E> {
+                Ok(Switch(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Switch, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -126,7 +189,7 @@ macro_rules! deserialize_from_str {
     )*};
 }
 
-deserialize_from_str!(HumanDuration, UpstreamUrl, LogFormat);
+deserialize_from_str!(HumanDuration, UpstreamUrl, LogFormat, OptionalPath);
 
 /// Declares every key once: its type, default (as text, parsed by the same
 /// parser a user's value goes through) and its `--help` line.
@@ -217,6 +280,8 @@ config_keys! {
     listen: SocketAddr = "127.0.0.1:8080", "Address producers send their messages to.";
     admin_listen: SocketAddr = "127.0.0.1:9464", "Address of /metrics, /healthz and /readyz.";
     upstream: UpstreamUrl = "https://dcs.adobedc.net", "Base URL of the AEP streaming ingestion endpoint.";
+    upstream_system_roots: Switch = "false", "Also trust the operating system's certificate store (read at start-up; SSL_CERT_FILE / SSL_CERT_DIR override where), besides the compiled-in roots and upstream_ca_file.";
+    upstream_ca_file: OptionalPath = "", "PEM file of extra CA certificates to trust for the upstream, added to the compiled-in Mozilla roots (e.g. the CA of an egress proxy that re-signs TLS); empty: none.";
     max_batch_messages: usize = "500", "Flush a key's buffer when it holds this many messages.";
     max_batch_bytes: usize = "1000000", "Flush before the upstream request body (envelope included) would pass this many bytes; a single message that cannot fit is refused with 413.";
     linger: HumanDuration = "20ms", "Longest a message waits in the buffer before its batch is sent.";
@@ -383,6 +448,13 @@ impl Config {
                 "retry_initial_backoff",
                 "must not be larger than retry_max_backoff".into(),
             ));
+        }
+        if let Some(path) = &self.upstream_ca_file.0 {
+            if let Err(crate::upstream::tls::TlsError::CaFile(reason)) =
+                crate::upstream::tls::read_roots(path)
+            {
+                return Err(invalid("upstream_ca_file", reason));
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
             return Err(invalid("log_level", e.to_string()));

@@ -53,6 +53,8 @@ pub enum StartError {
     },
     #[error("cannot build the upstream client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Tls(#[from] upstream::tls::TlsError),
 }
 
 /// A bound, not yet running inletd. Ports may be 0; [`App::addr`] tells the real ones.

@@ -21,6 +21,7 @@ pub mod forward;
 pub mod retry;
 #[cfg(test)]
 mod scripted;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,7 @@ use tokio_util::task::TaskTracker;
 use crate::batcher::{Batch, BatchKey, Message};
 use crate::config::{Config, UpstreamUrl};
 use crate::metrics::Metrics;
+use crate::StartError;
 pub use exchange::{AnswerBody, Exchange, Silence};
 pub use retry::RetryPolicy;
 
@@ -49,9 +51,15 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Upstream>, reqwest::Error> {
-        // rustls; HTTPS_PROXY / NO_PROXY are honoured by reqwest's system proxy support.
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Upstream>, StartError> {
+        // rustls with our roots and ALPN (see `tls`); HTTPS_PROXY / NO_PROXY are
+        // honoured by reqwest's system proxy support, tunnelling with CONNECT.
+        let tls = tls::client_config(
+            config.upstream_ca_file.0.as_deref(),
+            config.upstream_system_roots.0,
+        )?;
         let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .pool_max_idle_per_host(config.max_in_flight)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_keepalive(Duration::from_secs(30))

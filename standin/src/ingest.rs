@@ -53,6 +53,7 @@ pub(super) async fn serve(
         body: body.clone(),
         status: 0,
         message_count: 0,
+        version: format!("{:?}", parts.version),
     });
     let seq = shared.arrive(endpoint == Endpoint::Batch, record);
     let _concurrent = shared.concurrency.enter();
@@ -137,6 +138,7 @@ async fn reset_mid_request(
         body: first,
         status: 0,
         message_count: 0,
+        version: format!("{:?}", parts.version),
     });
     shared.arrive(endpoint == Endpoint::Batch, record);
     let Some(KillSwitch(kill)) = parts.extensions.get::<KillSwitch>() else {

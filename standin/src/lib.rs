@@ -14,6 +14,7 @@
 //! - `faults.rs`: the injectable [`Fault`]s and their answers;
 //! - `redirect.rs`: the second listener [`Fault::Redirect`] points to;
 //! - `serve.rs`: the accept loop, with a per-connection kill switch;
+//! - `tls.rs`: HTTPS with a CA and certificate generated at start-up;
 //! - `state.rs`: what the stand-in remembers, and the [`StandInHandle`] to read it;
 //! - `wire.rs`: the request/answer types and HTTP helpers all of the above share.
 
@@ -27,6 +28,7 @@ mod single;
 mod state;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod wire;
 
 use std::future::Future;
@@ -44,6 +46,7 @@ use tokio::net::TcpListener;
 
 pub use faults::Fault;
 pub use state::{Delivered, RecordedRequest, StandInHandle};
+pub use tls::{Alpn, StandInTls, TlsSetupError};
 
 use ingest::Endpoint;
 use state::Shared;
@@ -65,6 +68,9 @@ pub struct StandInConfig {
     /// Keep every request and delivered message in memory (for tests). When
     /// false only counters are kept, so a long benchmark does not grow memory.
     pub record: bool,
+    /// If set, the main listener serves HTTPS with this certificate (the
+    /// redirect target of [`Fault::Redirect`] stays plain HTTP).
+    pub tls: Option<StandInTls>,
 }
 
 impl Default for StandInConfig {
@@ -75,6 +81,7 @@ impl Default for StandInConfig {
             required_token: None,
             ims_org: None,
             record: true,
+            tls: None,
         }
     }
 }
@@ -123,6 +130,7 @@ impl StandIn {
         let stopping = self.shared.shutdown.clone();
         let counted = Arc::clone(&self.shared);
         let redirect_app = redirect::router(Arc::clone(&self.shared));
+        let tls = self.shared.config.tls.as_ref().map(StandInTls::acceptor);
         let app = router(self.shared);
         let on_accept = move |tcp: &tokio::net::TcpStream| {
             counted.concurrency.connection_accepted();
@@ -136,9 +144,10 @@ impl StandIn {
             self.redirect_listener,
             redirect_app,
             |_| {},
+            None,
             async move { redirect_stop.cancelled().await },
         ));
-        let result = serve::serve(self.listener, app, on_accept, async move {
+        let result = serve::serve(self.listener, app, on_accept, tls, async move {
             shutdown.await;
             // Releases the requests held by `Hang` before waiting for answers.
             stopping.cancel();

@@ -56,6 +56,7 @@ async fn arrived(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         body,
         status: status.as_u16(),
         message_count: count,
+        version: format!("{:?}", parts.version),
     });
     json_response(status, &answer)
 }

@@ -28,6 +28,8 @@ pub struct RecordedRequest {
     pub status: u16,
     /// Messages found in the body (0 when it could not be read as messages).
     pub message_count: usize,
+    /// The HTTP version it came with: `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
 }
 
 /// One message the stand-in accepted and gave an `xactionId`.

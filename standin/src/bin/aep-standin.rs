@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aep_standin::{StandIn, StandInConfig};
+use aep_standin::{Alpn, StandIn, StandInConfig, StandInTls};
 use clap::Parser;
 
 /// A local stand-in for Adobe Experience Platform (AEP) streaming ingestion, for
@@ -49,6 +49,12 @@ struct Args {
     /// Keep only counters, not every request and message (for long benchmarks).
     #[arg(long)]
     no_record: bool,
+
+    /// Serve HTTPS (h2 and http/1.1) with a CA and certificate generated now,
+    /// writing the CA's certificate (PEM) to this file for the client to trust
+    /// (inletd: `upstream_ca_file`).
+    #[arg(long, value_name = "PATH")]
+    https_ca_out: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -61,12 +67,33 @@ async fn main() -> ExitCode {
         )
         .init();
 
+    let tls = match &args.https_ca_out {
+        None => None,
+        Some(path) => {
+            let made = StandInTls::generate("aep-standin", Alpn::Both)
+                .map_err(|e| e.to_string())
+                .and_then(|tls| {
+                    std::fs::write(path, tls.ca_pem())
+                        .map(|()| tls)
+                        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                });
+            match made {
+                Ok(tls) => Some(tls),
+                Err(err) => {
+                    tracing::error!("--https-ca-out: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let config = StandInConfig {
         max_body_bytes: args.max_body_bytes,
         latency: args.latency,
         required_token: args.token,
         ims_org: args.ims_org,
         record: !args.no_record,
+        tls,
     };
     let standin = match StandIn::bind(args.listen, config).await {
         Ok(standin) => standin,
@@ -77,6 +104,7 @@ async fn main() -> ExitCode {
     };
     tracing::info!(
         addr = %standin.local_addr(),
+        scheme,
         "aep-standin listening (a local stand-in for AEP streaming ingestion, not AEP)"
     );
     match standin.run(shutdown_signal()).await {
