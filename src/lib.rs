@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod batcher;
+pub mod build_info;
 pub mod config;
 pub mod error;
 pub mod healthcheck;
@@ -97,7 +98,7 @@ impl App {
             listener,
             admin_listener,
         } = self;
-        let metrics = metrics::Metrics::new(config.max_buffered_bytes);
+        let metrics = metrics::Metrics::for_config(&config);
         let phases = shutdown::Phases {
             draining: CancellationToken::new(),
             work: TaskTracker::new(),

@@ -16,7 +16,7 @@ use inletd::{App, Config, DrainReport};
 /// INLETD_CONFIG), as INLETD_<KEY> in the environment, or as a flag below; flags win
 /// over the environment, which wins over the file.
 #[derive(Parser, Debug)]
-#[command(name = "inletd", version, about, long_about, max_term_width = 100)]
+#[command(name = "inletd", version = inletd::build_info::LONG_VERSION, about, long_about, max_term_width = 100)]
 struct Cli {
     /// TOML configuration file (also INLETD_CONFIG).
     #[arg(long, global = true, value_name = "PATH")]

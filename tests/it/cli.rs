@@ -125,7 +125,25 @@ fn help_documents_every_key_with_its_default() {
 fn version_names_the_build() {
     let (code, out, _) = run(inletd().arg("--version"));
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), format!("inletd {}", env!("CARGO_PKG_VERSION")));
+    // `inletd 0.1.0 (revision 1a2b3c4d5e6f, built 2026-11-29)`, or `revision unknown` without git.
+    let rest = out
+        .trim()
+        .strip_prefix(&format!("inletd {} (revision ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{out}"));
+    let (revision, date) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", built "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        revision == "unknown"
+            || (revision.len() >= 7 && revision.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{out}"
+    );
+    let date: Vec<&str> = date.split('-').collect();
+    assert!(
+        date.len() == 3 && date.iter().all(|p| p.parse::<u32>().is_ok()),
+        "{out}"
+    );
 }
 
 #[test]
