@@ -1,11 +1,13 @@
 //! The `inletd` binary: parses the command line, loads the configuration,
 //! starts logging, runs the library and maps the result to an exit code.
 
+mod logging;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inletd::config::{unknown_env_vars, Layer, LogFormat, Sources, ENV_PREFIX};
+use inletd::config::{unknown_env_vars, Layer, Sources, ENV_PREFIX};
 use inletd::{App, Config, DrainReport};
 
 /// A local batching proxy for Adobe Experience Platform streaming ingestion.
@@ -61,7 +63,7 @@ fn main() -> ExitCode {
         print_effective(&config);
         return ExitCode::SUCCESS;
     }
-    init_logging(&config);
+    logging::init(&config);
     if !unknown.is_empty() {
         tracing::warn!(
             variables = ?unknown,
@@ -102,18 +104,6 @@ fn print_effective(config: &Config) {
         } else {
             println!("{key} = {value:?}");
         }
-    }
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }
 
