@@ -16,7 +16,7 @@ pub fn inletd() -> Command {
     c
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().expect("inletd runs");
     let code = out.status.code().unwrap_or(-1);
     (
@@ -70,6 +70,16 @@ impl Daemon {
         if let Some(lines) = self.lines.take() {
             std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
         }
+    }
+
+    /// The next line of the child's log that `want` accepts (panics if the log
+    /// ends first). Blocks: call it once the line is due, e.g. after an answer.
+    pub fn log_line(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let lines = self.lines.as_mut().expect("the log is still read here");
+        lines
+            .map_while(Result::ok)
+            .find(|l| want(l))
+            .unwrap_or_else(|| panic!("inletd's log ended without {what}"))
     }
 
     pub fn url(&self, path: &str) -> String {
