@@ -59,16 +59,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut warnings = config.warnings();
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "ignoring INLETD_* environment variables that name no configuration key (typo? Kubernetes service link?): {}",
+            unknown.join(", ")
+        ));
+    }
     if let Some(Command::CheckConfig) = cli.command {
+        // Warnings on stderr: stdout stays a valid configuration file.
+        for w in &warnings {
+            eprintln!("inletd: warning: {w}");
+        }
         print_effective(&config);
         return ExitCode::SUCCESS;
     }
     logging::init(&config);
-    if !unknown.is_empty() {
-        tracing::warn!(
-            variables = ?unknown,
-            "ignoring INLETD_* environment variables that name no configuration key (typo? Kubernetes service link?)"
-        );
+    for w in &warnings {
+        tracing::warn!("{w}");
     }
     match serve(config) {
         Ok(_) => ExitCode::SUCCESS,

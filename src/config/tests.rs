@@ -168,3 +168,55 @@ fn example_file_is_complete_and_valid() {
         );
     }
 }
+
+#[test]
+fn unsafe_combinations_are_warnings_not_errors() {
+    assert_eq!(Config::defaults().warnings(), Vec::<String>::new());
+    let c = load(
+        None,
+        &[
+            ("INLETD_SHUTDOWN_GRACE", "5s"),
+            ("INLETD_REQUEST_TIMEOUT", "10s"),
+            ("INLETD_LINGER", "6s"),
+            ("INLETD_BODY_READ_TIMEOUT", "10s"),
+            ("INLETD_MAX_IN_FLIGHT", "100"),
+        ],
+        Layer::default(),
+    )
+    .expect("accepted");
+    let warnings = c.warnings();
+    assert_eq!(warnings.len(), 4, "{warnings:#?}");
+    for (warning, keys) in warnings.iter().zip([
+        ["shutdown_grace", "request_timeout"],
+        ["linger", "request_timeout"],
+        ["body_read_timeout", "request_timeout"],
+        ["max_buffered_bytes", "max_in_flight"],
+    ]) {
+        assert!(keys.iter().all(|k| warning.contains(k)), "{warning}");
+    }
+}
+
+#[test]
+fn the_listeners_need_two_addresses() {
+    let same = [
+        ("INLETD_LISTEN", "127.0.0.1:7000"),
+        ("INLETD_ADMIN_LISTEN", "127.0.0.1:7000"),
+    ];
+    let err = load(None, &same, Layer::default()).unwrap_err();
+    assert!(err.to_string().contains("`admin_listen`"), "{err}");
+    let wildcard = [
+        ("INLETD_LISTEN", "0.0.0.0:7000"),
+        ("INLETD_ADMIN_LISTEN", "127.0.0.1:7000"),
+    ];
+    assert!(load(None, &wildcard, Layer::default()).is_err());
+    let two_ports = [
+        ("INLETD_LISTEN", "0.0.0.0:7000"),
+        ("INLETD_ADMIN_LISTEN", "127.0.0.1:7001"),
+    ];
+    assert!(load(None, &two_ports, Layer::default()).is_ok());
+    let both_free = [
+        ("INLETD_LISTEN", "127.0.0.1:0"),
+        ("INLETD_ADMIN_LISTEN", "127.0.0.1:0"),
+    ];
+    assert!(load(None, &both_free, Layer::default()).is_ok());
+}

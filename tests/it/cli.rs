@@ -179,6 +179,35 @@ fn check_config_prints_the_layered_values() {
     assert_eq!(again, out);
 }
 
+#[test]
+fn check_config_warns_about_unsafe_combinations_and_unknown_variables() {
+    let (code, out, err) = run(inletd()
+        .env("INLETD_SHUTDOWN_GRACE", "5s")
+        .env("INLETD_REQUEST_TIMEOUT", "10s")
+        .env("INLETD_MAX_INFLIGHT", "3")
+        .arg("check-config"));
+    assert_eq!(code, 0, "warnings do not refuse: {err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].contains("shutdown_grace") && warnings[0].contains("request_timeout"),
+        "{err}"
+    );
+    assert!(warnings[1].contains("INLETD_MAX_INFLIGHT"), "{err}");
+    assert!(out.contains("shutdown_grace = \"5s\""), "{out}");
+    assert!(
+        !out.contains("warning"),
+        "stdout stays a config file: {out}"
+    );
+
+    let (code, _, err) = run(inletd().arg("check-config"));
+    assert_eq!(code, 0);
+    assert!(
+        !err.contains("warning"),
+        "the defaults warn about nothing: {err}"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
