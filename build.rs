@@ -4,7 +4,9 @@
 //! The revision comes from `INLETD_BUILD_REVISION` when set (a container build,
 //! whose context has no `.git`, passes it in), else `git rev-parse`, else
 //! `unknown`: a build never fails for want of git. The date honours
-//! `SOURCE_DATE_EPOCH` (reproducible builds), else it is the time of the build.
+//! `SOURCE_DATE_EPOCH` (reproducible builds), else it is the time this script
+//! last ran: it reruns when HEAD moves or those variables change, not on every
+//! edit, so a development build may show the date of its last commit's build.
 
 use std::path::PathBuf;
 use std::process::Command;
