@@ -144,7 +144,7 @@ impl Metrics {
         let recorder = Arc::new(recorder());
         // Each metric is described where it is registered, so neither can be forgotten.
         metrics::with_local_recorder(recorder.as_ref(), || {
-            max_buffered(max_buffered_bytes);
+            process::max_buffered(max_buffered_bytes);
             process::build_info();
             describe_upstream_requests();
             Arc::new(Metrics {
@@ -314,16 +314,6 @@ fn describe_upstream_requests() {
         UPSTREAM_REQUESTS,
         "Upstream HTTP requests, by status code (error, timeout: no answer)."
     );
-}
-
-/// `inletd_max_buffered_bytes`: set once, from the configuration.
-fn max_buffered(bytes: u64) {
-    gauge!(
-        description: "The configured max_buffered_bytes bound.",
-        unit: Unit::Bytes,
-        MAX_BUFFERED_BYTES
-    )
-    .set(bytes as f64);
 }
 
 #[cfg(test)]

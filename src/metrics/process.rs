@@ -28,6 +28,16 @@ pub(super) fn build_info() {
     .set(1.0);
 }
 
+/// `inletd_max_buffered_bytes`: set once, from the configuration.
+pub(super) fn max_buffered(bytes: u64) {
+    gauge!(
+        description: "The configured max_buffered_bytes bound.",
+        unit: Unit::Bytes,
+        super::MAX_BUFFERED_BYTES
+    )
+    .set(bytes as f64);
+}
+
 /// `inletd_max_in_flight` and `inletd_request_timeout_seconds`: set once, from the configuration.
 pub(super) fn limits(max_in_flight: usize, request_timeout: Duration) {
     gauge!(
