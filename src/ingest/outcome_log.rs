@@ -167,6 +167,15 @@ impl OutcomeLog {
     }
 }
 
+/// A connection id that failed its check, made safe to log: its first 64
+/// characters, control characters, quotes and non-ASCII escaped (`\n`, `\u{..}`).
+pub fn printable(raw: &str) -> String {
+    raw.chars()
+        .take(64)
+        .flat_map(char::escape_default)
+        .collect()
+}
+
 /// A reason cut to a log line's worth (the upstream's messages can be long).
 fn short(reason: &str) -> &str {
     match reason.char_indices().nth(200) {
@@ -211,6 +220,13 @@ mod tests {
         assert_eq!(log.admit("a", 400, 1, Instant::now()), Verdict::Suppress);
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(log.admit("a", 400, 1, Instant::now()), logged(1, 1));
+    }
+
+    #[test]
+    fn ids_that_failed_their_check_are_logged_escaped_and_cut() {
+        assert_eq!(printable("a\nfake line\"x"), "a\\nfake line\\\"x");
+        assert_eq!(printable("ü"), "\\u{fc}");
+        assert_eq!(printable(&"x".repeat(300)).len(), 64);
     }
 
     #[tokio::test(start_paused = true)]

@@ -49,6 +49,17 @@ async fn a_400_and_a_per_message_4xx_are_logged_as_flat_json_naming_the_producer
     );
     assert!(!line.contains("secret-body-text"), "never a body: {line}");
 
+    // An id that fails its check is logged escaped: no line can be forged.
+    let forged = "/collection/x%0A%7B%22level%22:%22INFO%22%7D";
+    let a = post(&client, &daemon.url(forged), message("m", ""), &[]).await;
+    assert_eq!(a.status, 400, "{}", a.text);
+    let line = daemon.log_line("the bad id's line", |l| l.contains("connection id"));
+    assert_eq!(
+        json(&line)["connection_id"],
+        r#"x\n{\"level\":\"INFO\"}"#,
+        "{line}"
+    );
+
     let rejected = message("bad", r#","standin":{"status":400}"#);
     let batch = format!(r#"{{"messages":[{},{rejected}]}}"#, message("ok", ""));
     let a = post(
