@@ -47,7 +47,7 @@ COPY . .
 # The context has no .git (.dockerignore), so build.rs takes the revision that
 # `inletd --version` and inletd_build_info report from here (else `unknown`).
 ARG REVISION=
-ENV INLETD_BUILD_REVISION=${REVISION}
+ENV BUILD_REVISION=${REVISION}
 
 # The cache mounts keep the crate registry and the target directory between
 # builds (BuildKit); the binaries are copied out of the cached target dir in the

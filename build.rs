@@ -1,9 +1,10 @@
 //! Stamps the build with its git revision and date, for `--version` and the
 //! `inletd_build_info` gauge (`INLETD_GIT_REVISION`, `INLETD_BUILD_DATE`).
 //!
-//! The revision comes from `INLETD_BUILD_REVISION` when set (a container build,
-//! whose context has no `.git`, passes it in), else `git rev-parse`, else
-//! `unknown`: a build never fails for want of git. The date honours
+//! The revision comes from `BUILD_REVISION` when set (a container build, whose
+//! context has no `.git`, passes it in; not `INLETD_*`, which names
+//! configuration keys), else `git rev-parse`, else `unknown`: a build never
+//! fails for want of git. The date honours
 //! `SOURCE_DATE_EPOCH` (reproducible builds), else it is the time this script
 //! last ran: it reruns when HEAD moves or those variables change, not on every
 //! edit, so a development build may show the date of its last commit's build.
@@ -13,14 +14,14 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=INLETD_BUILD_REVISION");
+    println!("cargo:rerun-if-env-changed=BUILD_REVISION");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     println!("cargo:rustc-env=INLETD_GIT_REVISION={}", revision());
     println!("cargo:rustc-env=INLETD_BUILD_DATE={}", build_date());
 }
 
 fn revision() -> String {
-    if let Some(rev) = std::env::var("INLETD_BUILD_REVISION")
+    if let Some(rev) = std::env::var("BUILD_REVISION")
         .ok()
         .map(|r| r.trim().to_owned())
         .filter(|r| !r.is_empty())

@@ -13,7 +13,8 @@
 //! Around them: [`config`] (keys and layering), [`error`] (errors → HTTP),
 //! [`metrics`] (every `inletd_*` name), [`admin`] (`/metrics`, `/healthz`,
 //! `/readyz`), [`healthcheck`] (the container's probe of `/healthz`),
-//! [`shutdown`] (the drain phases), [`server`] (the accept loop).
+//! [`shutdown`] (the drain phases), [`server`] (the accept loop),
+//! [`build_info`] (the version, git revision and build date).
 //! The AEP stand-in used offline and in the tests is its own crate (`standin/`).
 
 #![forbid(unsafe_code)]

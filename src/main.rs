@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use inletd::config::{unknown_env_vars, Layer, Sources, ENV_PREFIX};
-use inletd::{App, Config, DrainReport};
+use inletd::{build_info, App, Config, DrainReport};
 
 /// A local batching proxy for Adobe Experience Platform streaming ingestion.
 ///
@@ -75,6 +75,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(&config);
+    tracing::info!(
+        version = build_info::VERSION,
+        revision = build_info::REVISION,
+        built = build_info::BUILD_DATE,
+        "inletd starting"
+    );
     for w in &warnings {
         tracing::warn!("{w}");
     }
