@@ -22,7 +22,8 @@
 #   RUST_IMAGE     the builder's base image (Rust toolchain, Debian bookworm)
 #   RUNTIME_IMAGE  the runtime's base image (glibc + libgcc, user 65532)
 #   VERSION        OCI label org.opencontainers.image.version, e.g. 0.1.0
-#   REVISION       OCI label org.opencontainers.image.revision (the git commit)
+#   REVISION       OCI label org.opencontainers.image.revision (the git commit),
+#                  also built into `inletd --version` and inletd_build_info
 #
 # Stages: builder (compiles), runtime-base (the runtime image without its
 # binaries: every setting users get), runtime-prebuilt (CI only, see there) and
@@ -42,6 +43,11 @@ ENV CARGO_PROFILE_RELEASE_STRIP=symbols \
 
 WORKDIR /src
 COPY . .
+
+# The context has no .git (.dockerignore), so build.rs takes the revision that
+# `inletd --version` and inletd_build_info report from here (else `unknown`).
+ARG REVISION=
+ENV BUILD_REVISION=${REVISION}
 
 # The cache mounts keep the crate registry and the target directory between
 # builds (BuildKit); the binaries are copied out of the cached target dir in the

@@ -53,8 +53,9 @@ COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 CONFIG_KEYS = set()
 DEFAULTS = {"shutdown_grace": "20s", "max_buffered_bytes": "67108864"}
 # `snake_case` words in backticks that the docs may use although they are no
-# configuration keys; metric names (inletd_*, process_*) are recognised apart.
-NOT_KEYS = {"runbook_url", "stop_grace_period"}
+# configuration keys (the log line's fields among them); metric names
+# (inletd_*, process_*) are recognised apart.
+NOT_KEYS = {"runbook_url", "stop_grace_period", "connection_id", "suppressed_messages"}
 QUOTED_NAME = re.compile(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)`")
 MARGIN_SECONDS = 10
 ENV_NAME = re.compile(r"\bINLETD_[A-Z0-9_]*[A-Z0-9]\b")

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Print every inletd_* metric name that the dashboard and the alert rules use.
+"""Print every inletd_* and process_* metric name that the dashboard and the alert rules use.
 
 One name per line, sorted, histogram names without their _bucket/_sum/_count
 suffix, so that an end-to-end test can check each one against inletd's
 /metrics (where a histogram shows as `# TYPE inletd_batch_bytes histogram`).
+The process_* names (process_start_time_seconds, ...) are inletd's too: it
+exports them itself, so a name the alerts use must exist there as well.
 
     python3 deploy/metric-names.py
     python3 deploy/metric-names.py --with-sources   # name<TAB>where it is used
@@ -24,9 +26,9 @@ DEPLOY = Path(__file__).resolve().parent
 DASHBOARD = DEPLOY / "grafana" / "inletd-dashboard.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 
-# A metric name starting with inletd_, not part of a longer identifier
-# (so `job:inletd_x` recording-rule names and `xinletd_` are not taken).
-NAME = re.compile(r"(?<![A-Za-z0-9_:])inletd_[A-Za-z0-9_]*[A-Za-z0-9]")
+# A metric name starting with inletd_ or process_, not part of a longer
+# identifier (so `job:inletd_x` recording-rule names and `xinletd_` are not taken).
+NAME = re.compile(r"(?<![A-Za-z0-9_:])(?:inletd|process)_[A-Za-z0-9_]*[A-Za-z0-9]")
 HISTOGRAM_SUFFIX = re.compile(r"_(bucket|sum|count)$")
 
 
@@ -120,7 +122,7 @@ def main():
         print("metric-names: %s" % e, file=sys.stderr)
         return 1
     if not found:
-        print("metric-names: no inletd_* name found", file=sys.stderr)
+        print("metric-names: no inletd_* or process_* name found", file=sys.stderr)
         return 1
     for name in sorted(found):
         print("%s\t%s" % (name, found[name][0]) if args.with_sources else name)

@@ -13,13 +13,15 @@
 //! Around them: [`config`] (keys and layering), [`error`] (errors → HTTP),
 //! [`metrics`] (every `inletd_*` name), [`admin`] (`/metrics`, `/healthz`,
 //! `/readyz`), [`healthcheck`] (the container's probe of `/healthz`),
-//! [`shutdown`] (the drain phases), [`server`] (the accept loop).
+//! [`shutdown`] (the drain phases), [`server`] (the accept loop),
+//! [`build_info`] (the version, git revision and build date).
 //! The AEP stand-in used offline and in the tests is its own crate (`standin/`).
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod batcher;
+pub mod build_info;
 pub mod config;
 pub mod error;
 pub mod healthcheck;
@@ -101,7 +103,7 @@ impl App {
             listener,
             admin_listener,
         } = self;
-        let metrics = metrics::Metrics::new(config.max_buffered_bytes);
+        let metrics = metrics::Metrics::for_config(&config);
         let phases = shutdown::Phases {
             draining: CancellationToken::new(),
             work: TaskTracker::new(),

@@ -1,12 +1,14 @@
 //! The `inletd` binary: parses the command line, loads the configuration,
 //! starts logging, runs the library and maps the result to an exit code.
 
+mod logging;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inletd::config::{unknown_env_vars, Layer, LogFormat, Sources, ENV_PREFIX};
-use inletd::{App, Config, DrainReport};
+use inletd::config::{unknown_env_vars, Layer, Sources, ENV_PREFIX};
+use inletd::{build_info, App, Config, DrainReport};
 
 /// A local batching proxy for Adobe Experience Platform streaming ingestion.
 ///
@@ -16,7 +18,7 @@ use inletd::{App, Config, DrainReport};
 /// INLETD_CONFIG), as INLETD_<KEY> in the environment, or as a flag below; flags win
 /// over the environment, which wins over the file.
 #[derive(Parser, Debug)]
-#[command(name = "inletd", version, about, long_about, max_term_width = 100)]
+#[command(name = "inletd", version = inletd::build_info::LONG_VERSION, about, long_about, max_term_width = 100)]
 struct Cli {
     /// TOML configuration file (also INLETD_CONFIG).
     #[arg(long, global = true, value_name = "PATH")]
@@ -57,16 +59,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut warnings = config.warnings();
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "ignoring INLETD_* environment variables that name no configuration key (typo? Kubernetes service link?): {}",
+            unknown.join(", ")
+        ));
+    }
     if let Some(Command::CheckConfig) = cli.command {
+        // Warnings on stderr: stdout stays a valid configuration file.
+        for w in &warnings {
+            eprintln!("inletd: warning: {w}");
+        }
         print_effective(&config);
         return ExitCode::SUCCESS;
     }
-    init_logging(&config);
-    if !unknown.is_empty() {
-        tracing::warn!(
-            variables = ?unknown,
-            "ignoring INLETD_* environment variables that name no configuration key (typo? Kubernetes service link?)"
-        );
+    logging::init(&config);
+    tracing::info!(
+        version = build_info::VERSION,
+        revision = build_info::REVISION,
+        built = build_info::BUILD_DATE,
+        "inletd starting"
+    );
+    for w in &warnings {
+        tracing::warn!("{w}");
     }
     match serve(config) {
         Ok(_) => ExitCode::SUCCESS,
@@ -102,18 +118,6 @@ fn print_effective(config: &Config) {
         } else {
             println!("{key} = {value:?}");
         }
-    }
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }
 

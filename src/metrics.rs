@@ -6,7 +6,8 @@
 //! runs the `metrics` macros under [`metrics::with_local_recorder`]. Hot-path
 //! handles are registered once, a labelled family as one handle per label
 //! value keyed by a type (never by a position); labels never carry tokens,
-//! bodies or connection ids.
+//! bodies or connection ids. The process-level gauges (build, limits,
+//! `process_*`) are in [`process`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,11 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+mod process;
+pub use process::{BUILD_INFO, MAX_IN_FLIGHT, REQUEST_TIMEOUT};
 
 pub const MESSAGES_RECEIVED: &str = "inletd_messages_received_total";
 pub const MESSAGE_RESULTS: &str = "inletd_message_results_total";
@@ -128,6 +134,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub message_wait: Histogram,
     pub shed: Counter,
+    /// `process_*`, refreshed at each [`Metrics::render`].
+    process: metrics_process::Collector,
 }
 
 impl Metrics {
@@ -136,7 +144,8 @@ impl Metrics {
         let recorder = Arc::new(recorder());
         // Each metric is described where it is registered, so neither can be forgotten.
         metrics::with_local_recorder(recorder.as_ref(), || {
-            max_buffered(max_buffered_bytes);
+            process::max_buffered(max_buffered_bytes);
+            process::build_info();
             describe_upstream_requests();
             Arc::new(Metrics {
                 recorder: recorder.clone(),
@@ -184,8 +193,18 @@ impl Metrics {
                     description: "Producer requests refused with 429 because the buffer was full.",
                     SHED
                 ),
+                process: process::process_collector(),
             })
         })
+    }
+
+    /// [`Metrics::new`] with the configured limits exported as gauges too.
+    pub fn for_config(config: &Config) -> Arc<Metrics> {
+        let m = Metrics::new(config.max_buffered_bytes);
+        metrics::with_local_recorder(m.recorder.as_ref(), || {
+            process::limits(config.max_in_flight, config.request_timeout.0);
+        });
+        m
     }
 
     /// Counts one message's final result by the status its producer got (or would have got).
@@ -221,8 +240,9 @@ impl Metrics {
         )
     }
 
-    /// The Prometheus text exposition of everything above.
+    /// The Prometheus text exposition of everything above, `process_*` read just now.
     pub fn render(&self) -> String {
+        metrics::with_local_recorder(self.recorder.as_ref(), || self.process.collect());
         self.handle.render()
     }
 
@@ -294,16 +314,6 @@ fn describe_upstream_requests() {
         UPSTREAM_REQUESTS,
         "Upstream HTTP requests, by status code (error, timeout: no answer)."
     );
-}
-
-/// `inletd_max_buffered_bytes`: set once, from the configuration.
-fn max_buffered(bytes: u64) {
-    gauge!(
-        description: "The configured max_buffered_bytes bound.",
-        unit: Unit::Bytes,
-        MAX_BUFFERED_BYTES
-    )
-    .set(bytes as f64);
 }
 
 #[cfg(test)]

@@ -50,7 +50,14 @@ impl FromRequestParts<Ingest> for ConnectionId {
         let id = Path::<String>::from_request_parts(parts, ingest)
             .await
             .map_err(|_| ingest.refuse(Error::BadConnectionId("is not valid UTF-8")))?;
-        ConnectionId::parse(&id.0).map_err(|e| ingest.refuse(e))
+        ConnectionId::parse(&id.0).map_err(|e| {
+            // Logged as far as it can be printed safely: a producer's id may
+            // hold anything, newlines included.
+            ingest
+                .outcomes
+                .error(&super::outcome_log::printable(&id.0), &e);
+            ingest.refuse(e)
+        })
     }
 }
 

@@ -51,7 +51,7 @@ pub async fn forward(
     .await;
     let (message, pending) = match admitted {
         Ok(pair) => pair,
-        Err(e) => return ingest.refuse(e),
+        Err(e) => return ingest.refuse_for(connection_id, e),
     };
     let forwarded = ingest
         .upstream
@@ -63,31 +63,38 @@ pub async fn forward(
             pending.deadline(),
         )
         .await;
-    let response = match forwarded {
+    let failed = match forwarded {
         Forwarded::Answer {
             status,
             headers,
             body,
         } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            if !status.is_success() {
+                let reason = "the upstream's own answer, passed on as it came";
+                let log = &ingest.outcomes;
+                log.record(connection_id.as_str(), status.as_u16(), reason, 1, 1);
+            }
             let mut response = (status, body).into_response();
             response.headers_mut().extend(headers);
-            response
+            Ok(response)
         }
-        Forwarded::TimedOut => Error::Timeout.into_response(),
-        Forwarded::NotConfirmed(reason) => Error::Upstream {
+        Forwarded::TimedOut => Err(Error::Timeout),
+        Forwarded::NotConfirmed(reason) => Err(Error::Upstream {
             status: 502,
             message: format!("{reason}; {NOT_CONFIRMED}"),
             retry_after: None,
-        }
-        .into_response(),
-        Forwarded::Unreachable(reason) => Error::Upstream {
+        }),
+        Forwarded::Unreachable(reason) => Err(Error::Upstream {
             status: 502,
             message: format!("upstream unreachable: {reason}"),
             retry_after: None,
-        }
-        .into_response(),
+        }),
     };
+    let response = failed.unwrap_or_else(|e| {
+        ingest.outcomes.error(connection_id.as_str(), &e);
+        e.into_response()
+    });
     message.reply.complete(response.status().as_u16());
     response
 }

@@ -5,13 +5,15 @@
 //! Layout: [`connection`] checks the connection id in the path, [`parse`]
 //! checks bodies, [`admission`] reads bodies and charges the memory bound,
 //! [`routes`] holds the handlers, [`respond`] turns outcomes into AEP-shaped
-//! answers, [`forward`] answers the requests that go one-to-one.
+//! answers, [`forward`] answers the requests that go one-to-one, and
+//! [`outcome_log`] logs answers that are not a success (rate-limited).
 //! Every producer route sits behind [`arrive`]: it refuses new work while
 //! draining and starts the request's clock.
 
 mod admission;
 mod connection;
 mod forward;
+pub mod outcome_log;
 pub mod parse;
 mod respond;
 mod routes;
@@ -38,6 +40,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::shutdown::Phases;
 use crate::upstream::Upstream;
+use outcome_log::OutcomeLog;
 
 /// What every producer request handler shares.
 #[derive(Clone)]
@@ -57,6 +60,8 @@ pub struct Ingest {
     work: TaskTracker,
     /// Cancelled when shutdown begins: new requests get 503.
     draining: CancellationToken,
+    /// Names the producer of every answer that is not a success, rate-limited.
+    outcomes: Arc<OutcomeLog>,
 }
 
 impl Ingest {
@@ -82,6 +87,7 @@ impl Ingest {
             metrics,
             work: phases.work.clone(),
             draining: phases.draining.clone(),
+            outcomes: Arc::new(OutcomeLog::new(outcome_log::LOG_EVERY)),
         }
     }
 
@@ -95,6 +101,12 @@ impl Ingest {
     fn refuse(&self, error: Error) -> Response {
         self.count_refused(&error);
         axum::response::IntoResponse::into_response(error)
+    }
+
+    /// [`Ingest::refuse`], logged under the producer's connection id.
+    fn refuse_for(&self, connection_id: &ConnectionId, error: Error) -> Response {
+        self.outcomes.error(connection_id.as_str(), &error);
+        self.refuse(error)
     }
 
     fn count_refused(&self, error: &Error) {

@@ -37,11 +37,14 @@ pub async fn single(
     .await;
     match result {
         // One message in, one outcome out.
-        Ok(Results { results, _answer }) => respond::single(
-            connection_id.as_str(),
-            results.into_iter().next().unwrap_or(Err(Error::Draining)),
-        ),
-        Err(e) => ingest.refuse(e),
+        Ok(Results { results, _answer }) => {
+            let result = results.into_iter().next().unwrap_or(Err(Error::Draining));
+            if let Err(e) = &result {
+                ingest.outcomes.error(connection_id.as_str(), e);
+            }
+            respond::single(connection_id.as_str(), result)
+        }
+        Err(e) => ingest.refuse_for(&connection_id, e),
     }
 }
 
@@ -88,12 +91,13 @@ pub async fn batch(
                     Err(e)
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        ingest.outcomes.entries(connection_id.as_str(), &results);
         // The answer is built while its share of the bound is still held.
         Ok::<_, Error>(respond::batch(connection_id.as_str(), results))
     }
     .await;
-    result.unwrap_or_else(|e| ingest.refuse(e))
+    result.unwrap_or_else(|e| ingest.refuse_for(&connection_id, e))
 }
 
 /// A known path with a method other than POST: a JSON 405.

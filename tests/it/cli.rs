@@ -16,7 +16,7 @@ pub fn inletd() -> Command {
     c
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().expect("inletd runs");
     let code = out.status.code().unwrap_or(-1);
     (
@@ -72,6 +72,16 @@ impl Daemon {
         }
     }
 
+    /// The next line of the child's log that `want` accepts (panics if the log
+    /// ends first). Blocks: call it once the line is due, e.g. after an answer.
+    pub fn log_line(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let lines = self.lines.as_mut().expect("the log is still read here");
+        lines
+            .map_while(Result::ok)
+            .find(|l| want(l))
+            .unwrap_or_else(|| panic!("inletd's log ended without {what}"))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.listen)
     }
@@ -125,7 +135,25 @@ fn help_documents_every_key_with_its_default() {
 fn version_names_the_build() {
     let (code, out, _) = run(inletd().arg("--version"));
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), format!("inletd {}", env!("CARGO_PKG_VERSION")));
+    // `inletd 0.1.0 (revision 1a2b3c4d5e6f, built 2026-11-29)`, or `revision unknown` without git.
+    let rest = out
+        .trim()
+        .strip_prefix(&format!("inletd {} (revision ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{out}"));
+    let (revision, date) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", built "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        revision == "unknown"
+            || (revision.len() >= 7 && revision.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{out}"
+    );
+    let date: Vec<&str> = date.split('-').collect();
+    assert!(
+        date.len() == 3 && date.iter().all(|p| p.parse::<u32>().is_ok()),
+        "{out}"
+    );
 }
 
 #[test]
@@ -149,6 +177,35 @@ fn check_config_prints_the_layered_values() {
     let (code, again, err) = run(inletd().arg("--config").arg(&file).arg("check-config"));
     assert_eq!(code, 0, "{err}");
     assert_eq!(again, out);
+}
+
+#[test]
+fn check_config_warns_about_unsafe_combinations_and_unknown_variables() {
+    let (code, out, err) = run(inletd()
+        .env("INLETD_SHUTDOWN_GRACE", "5s")
+        .env("INLETD_REQUEST_TIMEOUT", "10s")
+        .env("INLETD_MAX_INFLIGHT", "3")
+        .arg("check-config"));
+    assert_eq!(code, 0, "warnings do not refuse: {err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].contains("shutdown_grace") && warnings[0].contains("request_timeout"),
+        "{err}"
+    );
+    assert!(warnings[1].contains("INLETD_MAX_INFLIGHT"), "{err}");
+    assert!(out.contains("shutdown_grace = \"5s\""), "{out}");
+    assert!(
+        !out.contains("warning"),
+        "stdout stays a config file: {out}"
+    );
+
+    let (code, _, err) = run(inletd().arg("check-config"));
+    assert_eq!(code, 0);
+    assert!(
+        !err.contains("warning"),
+        "the defaults warn about nothing: {err}"
+    );
 }
 
 #[tokio::test]

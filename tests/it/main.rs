@@ -12,6 +12,7 @@ mod failures;
 mod fanout;
 mod flush;
 mod forward;
+mod logs;
 mod memory;
 mod metrics;
 mod paths;

@@ -1,6 +1,7 @@
 //! A real Prometheus scrapes a running inletd; the values read back through
 //! its query API must match the traffic. Also: every metric name used by the
-//! alert rules and the dashboard exists in `/metrics`.
+//! alert rules and the dashboard (`inletd_*` and `process_*`, as
+//! `deploy/metric-names.py` reads them) exists in `/metrics`.
 //!
 //! Needs Debian's `prometheus` (installed by `.ci/run`). Without it the test
 //! says loudly what it skipped, except under CI, where it fails.
@@ -12,7 +13,8 @@ use serde_json::Value;
 
 use crate::support::{eventually, message, TestApp};
 
-/// Every `inletd_*` name in the dashboard and alert rules, histogram suffixes removed.
+/// Every `inletd_*` and `process_*` name in the dashboard and alert rules,
+/// histogram suffixes removed.
 fn names_used_in_deploy() -> Vec<String> {
     let root = env!("CARGO_MANIFEST_DIR");
     let mut names = Vec::new();
@@ -22,33 +24,41 @@ fn names_used_in_deploy() -> Vec<String> {
     ] {
         let text = std::fs::read_to_string(format!("{root}/{file}"))
             .unwrap_or_else(|e| panic!("{file}: {e}"));
-        let bytes = text.as_bytes();
-        let mut i = 0;
-        while let Some(pos) = text[i..].find("inletd_") {
-            let start = i + pos;
-            let before = start.checked_sub(1).map(|b| bytes[b]);
-            let end = text[start..]
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .map_or(text.len(), |e| start + e);
-            i = end;
-            if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':') {
-                continue;
-            }
-            let mut name = text[start..end].trim_end_matches('_').to_owned();
-            for suffix in ["_bucket", "_sum", "_count"] {
-                if let Some(stem) = name.strip_suffix(suffix) {
-                    name = stem.to_owned();
-                }
-            }
-            names.push(name);
-        }
+        names.extend(names_in(&text, "inletd_"));
+        names.extend(names_in(&text, "process_"));
     }
     names.sort();
     names.dedup();
     assert!(
-        names.len() >= 5,
+        names.len() >= 5 && names.iter().any(|n| n.starts_with("process_")),
         "found too few names in deploy/: {names:?}"
     );
+    names
+}
+
+/// Names starting with `prefix` that are not part of a longer identifier.
+fn names_in(text: &str, prefix: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find(prefix) {
+        let start = i + pos;
+        let before = start.checked_sub(1).map(|b| bytes[b]);
+        let end = text[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(text.len(), |e| start + e);
+        i = end;
+        if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':') {
+            continue;
+        }
+        let mut name = text[start..end].trim_end_matches('_').to_owned();
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(stem) = name.strip_suffix(suffix) {
+                name = stem.to_owned();
+            }
+        }
+        names.push(name);
+    }
     names
 }
 
