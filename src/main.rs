@@ -16,7 +16,14 @@ use inletd::{App, Config, DrainReport};
 /// INLETD_CONFIG), as INLETD_<KEY> in the environment, or as a flag below; flags win
 /// over the environment, which wins over the file.
 #[derive(Parser, Debug)]
-#[command(name = "inletd", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "inletd",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    after_help = EXIT_CODES
+)]
 struct Cli {
     /// TOML configuration file (also INLETD_CONFIG).
     #[arg(long, global = true, value_name = "PATH")]
@@ -40,6 +47,17 @@ enum Command {
         url: String,
     },
 }
+
+/// The exit codes, as `--help` shows them (docs/operations.md lists the same).
+const EXIT_CODES: &str = "Exit codes:
+  0  stopped after a complete drain (every accepted message was answered)
+  1  could not start (a port taken, the runtime or upstream client failed)
+  2  invalid configuration or command line
+  3  stopped after an incomplete drain: shutdown_grace ran out and messages
+     still waiting were answered 503 (delivery unknown)";
+
+/// Exit code of a drain that ended with messages answered 503 "may or may not".
+const DRAIN_INCOMPLETE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -69,7 +87,9 @@ fn main() -> ExitCode {
         );
     }
     match serve(config) {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(report) if report.complete => ExitCode::SUCCESS,
+        // Logged by the drain ("drain incomplete"); the code lets a supervisor see it too.
+        Ok(_) => ExitCode::from(DRAIN_INCOMPLETE),
         Err(e) => {
             tracing::error!(error = %e, "inletd could not start");
             eprintln!("inletd: {e}");

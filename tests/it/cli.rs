@@ -272,3 +272,68 @@ fn healthcheck_probes_a_running_inletd() {
     assert_eq!(code, 1, "nothing listens any more");
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+/// Sends `signal` (`-TERM`, `-HUP`) to the daemon.
+fn send_signal(daemon: &Daemon, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[tokio::test]
+async fn an_incomplete_drain_exits_three() {
+    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
+        .await
+        .unwrap();
+    let upstream = format!("http://{}", standin.local_addr());
+    standin.handle().push_faults([aep_standin::Fault::Hang]);
+    tokio::spawn(standin.run(std::future::pending()));
+    let mut daemon = Daemon::start(
+        inletd(),
+        &[
+            "--upstream",
+            &upstream,
+            "--linger",
+            "1ms",
+            "--request-timeout",
+            "1h",
+            "--shutdown-grace",
+            "200ms",
+        ],
+    );
+    let url = daemon.url("/collection/c");
+    let waiting = tokio::spawn(async move {
+        crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await
+    });
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", daemon.admin);
+    crate::support::wait_for_metric(&metrics_url, "inletd_in_flight_requests", 1.0).await;
+    send_signal(&daemon, "-TERM");
+    let answer = waiting.await.unwrap();
+    assert_eq!(answer.status, 503, "{}", answer.text);
+    let rest: Vec<String> = daemon
+        .lines
+        .take()
+        .into_iter()
+        .flatten()
+        .map_while(Result::ok)
+        .collect();
+    let status = daemon.child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("drain incomplete")),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let (code, out, _) = run(inletd().arg("--help"));
+    assert_eq!(code, 0);
+    assert!(out.contains("Exit codes:"), "{out}");
+    assert!(
+        out.contains("3  stopped after an incomplete drain"),
+        "{out}"
+    );
+}
