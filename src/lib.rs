@@ -13,7 +13,8 @@
 //! Around them: [`config`] (keys and layering), [`error`] (errors → HTTP),
 //! [`metrics`] (every `inletd_*` name), [`admin`] (`/metrics`, `/healthz`,
 //! `/readyz`), [`healthcheck`] (the container's probe of `/healthz`),
-//! [`shutdown`] (the drain phases), [`server`] (the accept loop).
+//! [`shutdown`] (the drain phases), [`server`] (the accept loop), [`reload`]
+//! (SIGHUP: the log level re-read).
 //! The AEP stand-in used offline and in the tests is its own crate (`standin/`).
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod error;
 pub mod healthcheck;
 pub mod ingest;
 pub mod metrics;
+pub mod reload;
 pub mod reply;
 pub mod server;
 pub mod shutdown;

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inletd::config::{unknown_env_vars, Layer, LogFormat, Sources, ENV_PREFIX};
+use inletd::config::{unknown_env_vars, ConfigError, Layer, LogFormat, Sources, ENV_PREFIX};
+use inletd::reload::{FilterHandle, Reloader};
 use inletd::{App, Config, DrainReport};
 
 /// A local batching proxy for Adobe Experience Platform streaming ingestion.
@@ -68,6 +69,11 @@ fn main() -> ExitCode {
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
     let unknown = unknown_env_vars(&env);
+    // What a SIGHUP re-reads: the same file, environment and flags as now.
+    let (path, flags, start_env) = (cli.config.clone(), cli.keys.clone(), env.clone());
+    let reread = move || {
+        Sources::read(path.clone(), start_env.clone(), flags.clone()).and_then(Config::load)
+    };
     let config = match Sources::read(cli.config, env, cli.keys).and_then(Config::load) {
         Ok(c) => c,
         Err(e) => {
@@ -79,14 +85,16 @@ fn main() -> ExitCode {
         print_effective(&config);
         return ExitCode::SUCCESS;
     }
-    init_logging(&config);
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let log_handle = init_logging(&config, rust_log.as_deref());
+    let reloader = Reloader::new(log_handle, rust_log, config.clone(), reread);
     if !unknown.is_empty() {
         tracing::warn!(
             variables = ?unknown,
             "ignoring INLETD_* environment variables that name no configuration key (typo? Kubernetes service link?)"
         );
     }
-    match serve(config) {
+    match serve(config, reloader) {
         Ok(report) if report.complete => ExitCode::SUCCESS,
         // Logged by the drain ("drain incomplete"); the code lets a supervisor see it too.
         Ok(_) => ExitCode::from(DRAIN_INCOMPLETE),
@@ -98,8 +106,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs inletd until SIGTERM or SIGINT and its drain.
-fn serve(config: Config) -> Result<DrainReport, Box<dyn std::error::Error>> {
+/// Runs inletd until SIGTERM or SIGINT and its drain; SIGHUP reloads the log level.
+fn serve(
+    config: Config,
+    mut reloader: Reloader<impl FnMut() -> Result<Config, ConfigError> + Send + 'static>,
+) -> Result<DrainReport, Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,6 +118,7 @@ fn serve(config: Config) -> Result<DrainReport, Box<dyn std::error::Error>> {
     let report = runtime.block_on(async {
         // Listening before binding: from the moment inletd is up, SIGTERM drains it.
         let stop = inletd::shutdown::signal();
+        inletd::reload::on_hangup(move || reloader.reload());
         let app = App::bind(config).await?;
         app.run(stop).await
     })?;
@@ -125,16 +137,21 @@ fn print_effective(config: &Config) {
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+/// Installs the subscriber; its filter sits behind a reload handle so a SIGHUP
+/// can change the log level (see [`inletd::reload`]).
+fn init_logging(config: &Config, rust_log: Option<&str>) -> FilterHandle {
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = inletd::reload::log_filter(config, rust_log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.log_format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    handle
 }
 
 /// `healthcheck`: exit 0 when the probed URL answers 200 (see [`inletd::healthcheck`]).

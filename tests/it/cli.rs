@@ -337,3 +337,47 @@ fn help_documents_the_exit_codes() {
         "{out}"
     );
 }
+
+impl Daemon {
+    /// Reads log lines until one contains `text`; that line.
+    fn wait_for_log(&mut self, text: &str) -> String {
+        let lines = self.lines.as_mut().expect("the log is still read here");
+        lines
+            .map_while(Result::ok)
+            .find(|l| l.contains(text))
+            .unwrap_or_else(|| panic!("the log never said {text:?}"))
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_log_level_and_keeps_serving() {
+    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
+        .await
+        .unwrap();
+    let upstream = format!("http://{}", standin.local_addr());
+    tokio::spawn(standin.run(std::future::pending()));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inletd.toml");
+    std::fs::write(&file, "log_level = \"info\"\nlinger = \"1ms\"\n").unwrap();
+    let mut command = inletd();
+    command.arg("--config").arg(&file);
+    let mut daemon = Daemon::start(command, &["--upstream", &upstream]);
+
+    std::fs::write(&file, "log_level = \"inletd=debug\"\nlinger = \"5ms\"\n").unwrap();
+    send_signal(&daemon, "-HUP");
+    // The keys that need a restart are named first, then the level applied.
+    let line = daemon.wait_for_log("take effect only at the next start");
+    assert!(line.contains("linger"), "{line}");
+    let line = daemon.wait_for_log("log level reloaded");
+    assert!(line.contains("inletd=debug"), "{line}");
+    daemon.keep_reading_logs();
+
+    let url = daemon.url("/collection/c");
+    let answer = crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await;
+    assert_eq!(
+        answer.status, 200,
+        "still serving after SIGHUP: {}",
+        answer.text
+    );
+    assert!(daemon.child.try_wait().unwrap().is_none(), "still running");
+}
