@@ -43,9 +43,10 @@ enum Command {
     CheckConfig,
     /// Probe a running inletd's /healthz (for container health checks): exit 0 if healthy.
     Healthcheck {
-        /// The URL to probe.
-        #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
-        url: String,
+        /// The URL to probe [default: /healthz on `admin_listen` of the layered
+        /// configuration (--config, INLETD_*, flags), 127.0.0.1 when it is 0.0.0.0].
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -62,7 +63,7 @@ const DRAIN_INCOMPLETE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Healthcheck { url }) = &cli.command {
+    if let Some(Command::Healthcheck { url: Some(url) }) = &cli.command {
         return healthcheck(url);
     }
     let env: BTreeMap<String, String> = std::env::vars()
@@ -81,9 +82,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::CheckConfig) = cli.command {
-        print_effective(&config);
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            print_effective(&config);
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Healthcheck { .. }) => {
+            return healthcheck(&inletd::healthcheck::healthz_url(config.admin_listen));
+        }
+        None => {}
     }
     let rust_log = std::env::var("RUST_LOG").ok();
     let log_handle = init_logging(&config, rust_log.as_deref());

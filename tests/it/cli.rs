@@ -381,3 +381,47 @@ async fn sighup_reloads_the_log_level_and_keeps_serving() {
     );
     assert!(daemon.child.try_wait().unwrap().is_none(), "still running");
 }
+
+#[test]
+fn healthcheck_follows_admin_listen_of_the_layered_configuration() {
+    let daemon = Daemon::start(inletd(), &["--upstream", "http://127.0.0.1:9"]);
+    let admin = format!("127.0.0.1:{}", daemon.admin);
+    let producers = format!("127.0.0.1:{}", daemon.listen);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inletd.toml");
+    std::fs::write(&file, format!("admin_listen = \"{admin}\"\n")).unwrap();
+    let (code, _, err) = run(inletd().arg("healthcheck").arg("--config").arg(&file));
+    assert_eq!(code, 0, "the file's admin_listen is probed: {err}");
+
+    let (code, _, err) = run(inletd()
+        .env("INLETD_ADMIN_LISTEN", &admin)
+        .arg("healthcheck"));
+    assert_eq!(code, 0, "the environment's admin_listen is probed: {err}");
+
+    // Flags win over the file: the producers' port has no /healthz.
+    let (code, _, err) = run(inletd()
+        .args(["--admin-listen", &producers, "healthcheck", "--config"])
+        .arg(&file));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&producers) && err.contains("answered 404"),
+        "{err}"
+    );
+
+    // --url wins over all of them.
+    let healthz = format!("http://{admin}/healthz");
+    let (code, _, err) = run(inletd().args([
+        "--admin-listen",
+        &producers,
+        "healthcheck",
+        "--url",
+        &healthz,
+    ]));
+    assert_eq!(code, 0, "{err}");
+
+    std::fs::write(&file, "admin_listen = \"nowhere\"\n").unwrap();
+    let (code, _, err) = run(inletd().arg("healthcheck").arg("--config").arg(&file));
+    assert_eq!(code, 2, "a bad configuration is reported: {err}");
+    assert!(err.contains("admin_listen"), "{err}");
+}
