@@ -13,7 +13,8 @@
 //! Around them: [`config`] (keys and layering), [`error`] (errors → HTTP),
 //! [`metrics`] (every `inletd_*` name), [`admin`] (`/metrics`, `/healthz`,
 //! `/readyz`), [`healthcheck`] (the container's probe of `/healthz`),
-//! [`shutdown`] (the drain phases), [`server`] (the accept loop), [`reload`]
+//! [`shutdown`] (the drain phases), [`server`] (the accept loop),
+//! [`supervise`] (the batcher and dispatch tasks' liveness), [`reload`]
 //! (SIGHUP: the log level re-read).
 //! The AEP stand-in used offline and in the tests is its own crate (`standin/`).
 
@@ -30,6 +31,7 @@ pub mod reload;
 pub mod reply;
 pub mod server;
 pub mod shutdown;
+pub mod supervise;
 pub mod upstream;
 
 use std::future::Future;
@@ -118,12 +120,16 @@ impl App {
             phases.draining.clone(),
             metrics.clone(),
         );
-        let worker = tokio::spawn(worker.run());
-        let dispatch = tokio::spawn(upstream.clone().dispatch(
-            batches,
-            phases.work.clone(),
-            phases.abort.clone(),
-        ));
+        // Both end only once the listeners stopped (`stop_http`); earlier is a death.
+        let liveness = supervise::Liveness::default();
+        let worker = liveness.spawn("batcher", stop_http.clone(), worker.run());
+        let dispatch = liveness.spawn(
+            "dispatch",
+            stop_http.clone(),
+            upstream
+                .clone()
+                .dispatch(batches, phases.work.clone(), phases.abort.clone()),
+        );
         let upkeep = tokio::spawn(metrics::upkeep(metrics.clone(), stop_http.clone()));
 
         let ingest = ingest::Ingest::new(
@@ -146,7 +152,7 @@ impl App {
         ));
         let admin = tokio::spawn(server::serve(
             admin_listener,
-            admin::router(metrics.clone(), phases.draining.clone()),
+            admin::router(metrics.clone(), phases.draining.clone(), liveness),
             stop_http.clone(),
             server::Limits {
                 idle_timeout: config.producer_idle_timeout.0,
