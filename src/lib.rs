@@ -13,7 +13,8 @@
 //! Around them: [`config`] (keys and layering), [`error`] (errors → HTTP),
 //! [`metrics`] (every `inletd_*` name), [`admin`] (`/metrics`, `/healthz`,
 //! `/readyz`), [`healthcheck`] (the container's probe of `/healthz`),
-//! [`shutdown`] (the drain phases), [`server`] (the accept loop),
+//! [`shutdown`] (the drain phases), [`server`] (the accept loop), [`keepalive`]
+//! (when a connection closes after an answer),
 //! [`supervise`] (the batcher and dispatch tasks' liveness), [`reload`]
 //! (SIGHUP: the log level re-read).
 //! The AEP stand-in used offline and in the tests is its own crate (`standin/`).
@@ -26,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod healthcheck;
 pub mod ingest;
+pub mod keepalive;
 pub mod metrics;
 pub mod reload;
 pub mod reply;
@@ -148,6 +150,11 @@ impl App {
             server::Limits {
                 idle_timeout: config.producer_idle_timeout.0,
                 max_connections: config.max_connections,
+                keepalive: keepalive::Policy::new(
+                    Some(phases.draining.clone()),
+                    config.max_connection_age.0,
+                    config.max_connection_requests,
+                ),
             },
         ));
         let admin = tokio::spawn(server::serve(
@@ -157,6 +164,7 @@ impl App {
             server::Limits {
                 idle_timeout: config.producer_idle_timeout.0,
                 max_connections: server::MAX_ADMIN_CONNECTIONS,
+                keepalive: keepalive::Policy::default(),
             },
         ));
         tracing::info!(

@@ -6,6 +6,7 @@ mod support;
 mod backpressure;
 mod chaos;
 pub mod cli;
+mod connections;
 mod credentials;
 mod failures;
 mod fanout;
