@@ -30,6 +30,10 @@ pub const MAX_READ_BUFFER: usize = 16 * 1024;
 /// Connections the admin listener serves at once (scrapers and probes).
 pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 
+/// How long the loop pauses after a failed accept (out of file descriptors
+/// and similar), instead of spinning on the error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
 /// At most one "at the connection cap" warning per this long.
 const CAP_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -86,9 +90,8 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
