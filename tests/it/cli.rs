@@ -158,6 +158,10 @@ async fn sigterm_drains_and_exits_zero() {
         .unwrap();
     let upstream = format!("http://{}", standin.local_addr());
     let handle = standin.handle();
+    // A message with nothing in flight leaves at once (flush reason idle), whatever
+    // the linger: the delay keeps it unanswered until SIGTERM, so the wait below
+    // cannot miss it.
+    handle.push_faults([aep_standin::Fault::Delay { ms: 1_000 }]);
     tokio::spawn(standin.run(std::future::pending()));
     let mut daemon = Daemon::start(
         inletd(),
