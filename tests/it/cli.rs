@@ -343,13 +343,28 @@ fn help_documents_the_exit_codes() {
 }
 
 impl Daemon {
-    /// Reads log lines until one contains `text`; that line.
-    fn wait_for_log(&mut self, text: &str) -> String {
-        let lines = self.lines.as_mut().expect("the log is still read here");
-        lines
-            .map_while(Result::ok)
-            .find(|l| l.contains(text))
-            .unwrap_or_else(|| panic!("the log never said {text:?}"))
+    /// The rest of the log, line by line, read in a thread (which keeps
+    /// reading, so the child never blocks on a full pipe).
+    fn log(&mut self) -> std::sync::mpsc::Receiver<String> {
+        let lines = self.lines.take().expect("the log is still read here");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    }
+}
+
+/// The next log line that contains `text`. The bound only stops a hung test.
+fn wait_for_log(log: &std::sync::mpsc::Receiver<String>, text: &str) -> String {
+    loop {
+        match log.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("the log never said {text:?} ({e})"),
+        }
     }
 }
 
@@ -370,11 +385,11 @@ async fn sighup_reloads_the_log_level_and_keeps_serving() {
     std::fs::write(&file, "log_level = \"inletd=debug\"\nlinger = \"5ms\"\n").unwrap();
     send_signal(&daemon, "-HUP");
     // The keys that need a restart are named first, then the level applied.
-    let line = daemon.wait_for_log("take effect only at the next start");
+    let log = daemon.log();
+    let line = wait_for_log(&log, "take effect only at the next start");
     assert!(line.contains("linger"), "{line}");
-    let line = daemon.wait_for_log("log level reloaded");
+    let line = wait_for_log(&log, "log level reloaded");
     assert!(line.contains("inletd=debug"), "{line}");
-    daemon.keep_reading_logs();
 
     let url = daemon.url("/collection/c");
     let answer = crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await;
@@ -383,6 +398,9 @@ async fn sighup_reloads_the_log_level_and_keeps_serving() {
         "still serving after SIGHUP: {}",
         answer.text
     );
+    // The new level is in force: the batcher's debug line for the flush is written.
+    let line = wait_for_log(&log, "flush");
+    assert!(line.contains("DEBUG"), "{line}");
     assert!(daemon.child.try_wait().unwrap().is_none(), "still running");
 }
 
