@@ -90,10 +90,11 @@ USER 65532:65532
 # period more than that.
 STOPSIGNAL SIGTERM
 
-# No curl in a distroless image: inletd checks itself. The URL must follow
-# INLETD_ADMIN_LISTEN if you move the admin port.
+# No curl in a distroless image: inletd checks itself. Without --url it probes
+# /healthz on admin_listen (INLETD_ADMIN_LISTEN, INLETD_CONFIG's file), so it
+# follows a moved admin port.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["/usr/local/bin/inletd", "healthcheck", "--url", "http://127.0.0.1:9464/healthz"]
+    CMD ["/usr/local/bin/inletd", "healthcheck"]
 
 ENTRYPOINT ["/usr/local/bin/inletd"]
 

@@ -7,7 +7,7 @@
 //! `/healthz`: plain `http://` URLs, a status line read back, nothing else.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// Connect, write and read deadline each; well under the image's health check
@@ -37,6 +37,20 @@ pub enum ProbeError {
     NoAnswer,
     #[error("answered {0}")]
     Status(String),
+}
+
+/// The `/healthz` URL of an inletd whose `admin_listen` is `admin`. An
+/// unspecified address (`0.0.0.0`, `[::]`) is probed on the loopback of the
+/// same family: the probe runs beside the daemon.
+pub fn healthz_url(admin: SocketAddr) -> String {
+    let mut addr = admin;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}/healthz")
 }
 
 /// Probes `url` once; `Ok` when it answered 200.
@@ -196,6 +210,15 @@ mod tests {
         // The listener is dropped: the port refuses connections.
         let err = probe(&format!("http://{addr}/healthz")).unwrap_err();
         assert!(matches!(err, ProbeError::Connect { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_default_url_follows_admin_listen() {
+        let url = |a: &str| healthz_url(a.parse().unwrap());
+        assert_eq!(url("127.0.0.1:9464"), "http://127.0.0.1:9464/healthz");
+        assert_eq!(url("0.0.0.0:9999"), "http://127.0.0.1:9999/healthz");
+        assert_eq!(url("[::]:9464"), "http://[::1]:9464/healthz");
+        assert_eq!(url("10.1.2.3:80"), "http://10.1.2.3:80/healthz");
     }
 
     #[test]

@@ -13,8 +13,11 @@
 //! Around them: [`config`] (keys and layering), [`error`] (errors → HTTP),
 //! [`metrics`] (every `inletd_*` name), [`admin`] (`/metrics`, `/healthz`,
 //! `/readyz`), [`healthcheck`] (the container's probe of `/healthz`),
-//! [`shutdown`] (the drain phases), [`server`] (the accept loop),
-//! [`build_info`] (the version, git revision and build date).
+//! [`shutdown`] (the drain phases), [`server`] (the accept loop), [`keepalive`]
+//! (when a connection closes after an answer),
+//! [`supervise`] (the batcher and dispatch tasks' liveness), [`reload`]
+//! (SIGHUP: the log level re-read), [`build_info`] (the version, git revision
+//! and build date).
 //! The AEP stand-in used offline and in the tests is its own crate (`standin/`).
 
 #![forbid(unsafe_code)]
@@ -27,17 +30,22 @@ pub mod error;
 pub mod healthcheck;
 pub mod ims;
 pub mod ingest;
+pub mod keepalive;
 pub mod metrics;
+pub mod reload;
 pub mod reply;
 pub mod server;
 pub mod shutdown;
 pub mod spool;
+pub mod supervise;
 pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -95,7 +103,8 @@ impl App {
             .unwrap_or(self.config.admin_listen)
     }
 
-    /// Serves until `shutdown` resolves, then drains (see [`shutdown`]).
+    /// Serves until `shutdown` resolves, then drains (see [`shutdown`]): start
+    /// the pipeline, start the listeners, wait, drain, stop.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<DrainReport, StartError> {
         let (addr, admin_addr) = (self.addr(), self.admin_addr());
         let App {
@@ -103,15 +112,66 @@ impl App {
             listener,
             admin_listener,
         } = self;
-        let metrics = metrics::Metrics::for_config(&config);
-        let phases = shutdown::Phases {
-            draining: CancellationToken::new(),
-            work: TaskTracker::new(),
-            abort: CancellationToken::new(),
+        let running = Running {
+            metrics: metrics::Metrics::for_config(&config),
+            phases: shutdown::Phases {
+                draining: CancellationToken::new(),
+                work: TaskTracker::new(),
+                abort: CancellationToken::new(),
+            },
+            stop_http: CancellationToken::new(),
+            liveness: supervise::Liveness::default(),
         };
-        let stop_http = CancellationToken::new();
+        let pipeline = running.start_pipeline(&config)?;
+        let listeners = running.start_listeners(&config, listener, admin_listener, &pipeline);
+        tracing::info!(
+            %addr, %admin_addr, upstream = %config.upstream,
+            max_batch_messages = config.max_batch_messages,
+            linger = %config.linger,
+            "inletd ready"
+        );
+        shutdown.await;
+        let held = &pipeline.ingest;
+        let report = shutdown::drain(&running.phases, config.shutdown_grace.0, || {
+            held.held_bytes()
+        })
+        .await;
+        running.stop(pipeline, listeners).await;
+        tracing::info!(complete = report.complete, took = ?report.took, "inletd stopped");
+        Ok(report)
+    }
+}
 
-        let upstream = upstream::Upstream::new(&config, metrics.clone())?;
+/// What every part of a running inletd shares.
+struct Running {
+    metrics: Arc<metrics::Metrics>,
+    phases: shutdown::Phases,
+    /// Stops the listeners and the metrics upkeep; from then on the batcher
+    /// and dispatch tasks may end.
+    stop_http: CancellationToken,
+    liveness: supervise::Liveness,
+}
+
+/// The message path behind the producer routes, and its two background tasks.
+struct Pipeline {
+    /// Holds a batcher handle: the worker ends only once every handle is gone.
+    ingest: ingest::Ingest,
+    worker: JoinHandle<()>,
+    dispatch: JoinHandle<()>,
+}
+
+/// The tasks serving HTTP (and the metrics upkeep, stopped with them).
+struct Listeners {
+    producers: JoinHandle<()>,
+    admin: JoinHandle<()>,
+    upkeep: JoinHandle<()>,
+}
+
+impl Running {
+    /// The upstream client, the batcher worker and the dispatch loop, both
+    /// supervised: they end only once the listeners stopped, earlier is a death.
+    fn start_pipeline(&self, config: &Config) -> Result<Pipeline, StartError> {
+        let upstream = upstream::Upstream::new(config, self.metrics.clone())?;
         let limits = batcher::Limits {
             max_messages: config.max_batch_messages,
             max_bytes: config.max_batch_bytes,
@@ -119,64 +179,99 @@ impl App {
         let (handle, worker, batches) = batcher::batcher(
             limits,
             batcher::Pacing::new(config.linger.0, config.max_in_flight),
-            phases.draining.clone(),
-            metrics.clone(),
+            self.phases.draining.clone(),
+            self.metrics.clone(),
         );
-        let worker = tokio::spawn(worker.run());
-        let dispatch = tokio::spawn(upstream.clone().dispatch(
-            batches,
-            phases.work.clone(),
-            phases.abort.clone(),
-        ));
-        let upkeep = tokio::spawn(metrics::upkeep(metrics.clone(), stop_http.clone()));
-
+        let worker = self
+            .liveness
+            .spawn("batcher", self.stop_http.clone(), worker.run());
+        let dispatch = self.liveness.spawn(
+            "dispatch",
+            self.stop_http.clone(),
+            upstream
+                .clone()
+                .dispatch(batches, self.phases.work.clone(), self.phases.abort.clone()),
+        );
         let ingest = ingest::Ingest::new(
-            &config,
+            config,
             limits,
             handle,
-            upstream.clone(),
-            metrics.clone(),
-            &phases,
+            upstream,
+            self.metrics.clone(),
+            &self.phases,
         );
-        let held = ingest.clone();
+        Ok(Pipeline {
+            ingest,
+            worker,
+            dispatch,
+        })
+    }
+
+    /// The producer and admin listeners, and the metrics upkeep.
+    fn start_listeners(
+        &self,
+        config: &Config,
+        listener: TcpListener,
+        admin_listener: TcpListener,
+        pipeline: &Pipeline,
+    ) -> Listeners {
         let producers = tokio::spawn(server::serve(
             listener,
-            ingest::router(ingest),
-            stop_http.clone(),
+            ingest::router(pipeline.ingest.clone()),
+            self.stop_http.clone(),
             server::Limits {
                 idle_timeout: config.producer_idle_timeout.0,
                 max_connections: config.max_connections,
+                keepalive: keepalive::Policy::new(
+                    Some(self.phases.draining.clone()),
+                    config.max_connection_age.0,
+                    config.max_connection_requests,
+                ),
             },
         ));
         let admin = tokio::spawn(server::serve(
             admin_listener,
-            admin::router(metrics.clone(), phases.draining.clone()),
-            stop_http.clone(),
+            admin::router(
+                self.metrics.clone(),
+                self.phases.draining.clone(),
+                self.liveness.clone(),
+            ),
+            self.stop_http.clone(),
             server::Limits {
                 idle_timeout: config.producer_idle_timeout.0,
                 max_connections: server::MAX_ADMIN_CONNECTIONS,
+                keepalive: keepalive::Policy::default(),
             },
         ));
-        tracing::info!(
-            %addr, %admin_addr, upstream = %config.upstream,
-            max_batch_messages = config.max_batch_messages,
-            linger = %config.linger,
-            "inletd ready"
-        );
+        let upkeep = tokio::spawn(metrics::upkeep(
+            self.metrics.clone(),
+            self.stop_http.clone(),
+        ));
+        Listeners {
+            producers,
+            admin,
+            upkeep,
+        }
+    }
 
-        shutdown.await;
-        let report = shutdown::drain(&phases, config.shutdown_grace.0, || held.held_bytes()).await;
-        // It holds a batcher handle: the worker ends only once every handle is gone.
-        drop(held);
-        stop_http.cancel();
-        for task in [producers, admin, upkeep] {
+    /// After the drain: the listeners stop (each lets its connections finish
+    /// for [`shutdown::CONNECTIONS_FINISH`]), then the worker and the dispatch
+    /// loop end, each waited for at most [`shutdown::TASK_EXIT`].
+    async fn stop(self, pipeline: Pipeline, listeners: Listeners) {
+        let Pipeline {
+            ingest,
+            worker,
+            dispatch,
+        } = pipeline;
+        // The worker ends only once every batcher handle is gone, this one included.
+        drop(ingest);
+        self.stop_http.cancel();
+        for task in [listeners.producers, listeners.admin, listeners.upkeep] {
             let _ = task.await;
         }
         // With the router gone the last batcher handle drops and the worker ends; a
         // connection task that outlived the listener may still hold one, so the wait is bounded.
         let _ = tokio::time::timeout(shutdown::TASK_EXIT, worker).await;
         let _ = tokio::time::timeout(shutdown::TASK_EXIT, dispatch).await;
-        tracing::info!(complete = report.complete, took = ?report.took, "inletd stopped");
-        Ok(report)
     }
 }

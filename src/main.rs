@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use inletd::config::{unknown_env_vars, Layer, Sources, ENV_PREFIX};
+use inletd::config::{unknown_env_vars, ConfigError, Layer, Sources, ENV_PREFIX};
+use inletd::reload::Reloader;
 use inletd::{build_info, App, Config, DrainReport};
 
 /// A local batching proxy for Adobe Experience Platform streaming ingestion.
@@ -18,7 +19,14 @@ use inletd::{build_info, App, Config, DrainReport};
 /// INLETD_CONFIG), as INLETD_<KEY> in the environment, or as a flag below; flags win
 /// over the environment, which wins over the file.
 #[derive(Parser, Debug)]
-#[command(name = "inletd", version = inletd::build_info::LONG_VERSION, about, long_about, max_term_width = 100)]
+#[command(
+    name = "inletd",
+    version = inletd::build_info::LONG_VERSION,
+    about,
+    long_about,
+    max_term_width = 100,
+    after_help = EXIT_CODES
+)]
 struct Cli {
     /// TOML configuration file (also INLETD_CONFIG).
     #[arg(long, global = true, value_name = "PATH")]
@@ -37,21 +45,38 @@ enum Command {
     CheckConfig,
     /// Probe a running inletd's /healthz (for container health checks): exit 0 if healthy.
     Healthcheck {
-        /// The URL to probe.
-        #[arg(long, default_value = "http://127.0.0.1:9464/healthz")]
-        url: String,
+        /// The URL to probe [default: /healthz on `admin_listen` of the layered
+        /// configuration (--config, INLETD_*, flags), 127.0.0.1 when it is 0.0.0.0].
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
+/// The exit codes, as `--help` shows them (docs/operations.md lists the same).
+const EXIT_CODES: &str = "Exit codes:
+  0  stopped after a complete drain (every accepted message was answered)
+  1  could not start (a port taken, the runtime or upstream client failed)
+  2  invalid configuration or command line
+  3  stopped after an incomplete drain: shutdown_grace ran out and messages
+     still waiting were answered 503 (delivery unknown)";
+
+/// Exit code of a drain that ended with messages answered 503 "may or may not".
+const DRAIN_INCOMPLETE: u8 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Healthcheck { url }) = &cli.command {
+    if let Some(Command::Healthcheck { url: Some(url) }) = &cli.command {
         return healthcheck(url);
     }
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
     let unknown = unknown_env_vars(&env);
+    // What a SIGHUP re-reads: the same file, environment and flags as now.
+    let (path, flags, start_env) = (cli.config.clone(), cli.keys.clone(), env.clone());
+    let reread = move || {
+        Sources::read(path.clone(), start_env.clone(), flags.clone()).and_then(Config::load)
+    };
     let config = match Sources::read(cli.config, env, cli.keys).and_then(Config::load) {
         Ok(c) => c,
         Err(e) => {
@@ -66,15 +91,23 @@ fn main() -> ExitCode {
             unknown.join(", ")
         ));
     }
-    if let Some(Command::CheckConfig) = cli.command {
-        // Warnings on stderr: stdout stays a valid configuration file.
-        for w in &warnings {
-            eprintln!("inletd: warning: {w}");
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            // Warnings on stderr: stdout stays a valid configuration file.
+            for w in &warnings {
+                eprintln!("inletd: warning: {w}");
+            }
+            print_effective(&config);
+            return ExitCode::SUCCESS;
         }
-        print_effective(&config);
-        return ExitCode::SUCCESS;
+        Some(Command::Healthcheck { .. }) => {
+            return healthcheck(&inletd::healthcheck::healthz_url(config.admin_listen));
+        }
+        None => {}
     }
-    logging::init(&config);
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let log_handle = logging::init(&config, rust_log.as_deref());
+    let reloader = Reloader::new(log_handle, rust_log, config.clone(), reread);
     tracing::info!(
         version = build_info::VERSION,
         revision = build_info::REVISION,
@@ -84,8 +117,10 @@ fn main() -> ExitCode {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    match serve(config) {
-        Ok(_) => ExitCode::SUCCESS,
+    match serve(config, reloader) {
+        Ok(report) if report.complete => ExitCode::SUCCESS,
+        // Logged by the drain ("drain incomplete"); the code lets a supervisor see it too.
+        Ok(_) => ExitCode::from(DRAIN_INCOMPLETE),
         Err(e) => {
             tracing::error!(error = %e, "inletd could not start");
             eprintln!("inletd: {e}");
@@ -94,8 +129,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs inletd until SIGTERM or SIGINT and its drain.
-fn serve(config: Config) -> Result<DrainReport, Box<dyn std::error::Error>> {
+/// Runs inletd until SIGTERM or SIGINT and its drain; SIGHUP reloads the log level.
+fn serve(
+    config: Config,
+    mut reloader: Reloader<impl FnMut() -> Result<Config, ConfigError> + Send + 'static>,
+) -> Result<DrainReport, Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,6 +141,7 @@ fn serve(config: Config) -> Result<DrainReport, Box<dyn std::error::Error>> {
     let report = runtime.block_on(async {
         // Listening before binding: from the moment inletd is up, SIGTERM drains it.
         let stop = inletd::shutdown::signal();
+        inletd::reload::on_hangup(move || reloader.reload());
         let app = App::bind(config).await?;
         app.run(stop).await
     })?;

@@ -1,20 +1,27 @@
 //! The HTTP/1 accept loop shared by the producer and admin listeners:
 //! keep-alive connections with a header-read deadline (which in hyper also
 //! bounds how long an idle keep-alive connection may sit), a cap on open
-//! connections, and a graceful stop that lets requests in progress finish.
+//! connections, connections ended after an answer by the [`keepalive`]
+//! policy (and, once draining, idle ones closed at once), and a graceful stop
+//! that lets requests in progress finish.
+//!
+//! [`keepalive`]: crate::keepalive
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
+use crate::keepalive;
 use crate::shutdown::CONNECTIONS_FINISH;
 
 /// Largest read buffer per connection (headers must fit in it).
@@ -23,17 +30,23 @@ pub const MAX_READ_BUFFER: usize = 16 * 1024;
 /// Connections the admin listener serves at once (scrapers and probes).
 pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 
+/// How long the loop pauses after a failed accept (out of file descriptors
+/// and similar), instead of spinning on the error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
 /// At most one "at the connection cap" warning per this long.
 const CAP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What one listener allows its clients.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Limits {
     /// Longest a client may take to send a request's headers, or sit idle.
     pub idle_timeout: Duration,
     /// Connections open at once. At the cap, the loop stops accepting: new
     /// connections wait in the kernel's listen backlog (not closed) until one ends.
     pub max_connections: usize,
+    /// When a connection is closed after an answer.
+    pub keepalive: keepalive::Policy,
 }
 
 /// Serves `router` on `listener` until `stop`, then waits (a short while)
@@ -41,7 +54,7 @@ pub struct Limits {
 /// must send its headers within `idle_timeout`, and at most `max_connections`
 /// are open at once.
 pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, limits: Limits) {
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -77,18 +90,40 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        let state = limits.keepalive.connection();
+        let marks = state.clone();
+        let service = ServiceExt::<axum::extract::Request<Incoming>>::map_response(
+            router.clone(),
+            move |answer| marks.answer(answer),
+        );
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let stop = stop.clone();
+        // Decided now, at accept: see `keepalive::Connection::draining`.
+        let draining = state.draining();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            // On a stop or a drain: finish the answer in progress (hyper then
+            // closes the connection), or close at once when idle.
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+                _ = draining => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             // The slot is free only once the connection is gone.
@@ -96,7 +131,8 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
         });
     }
     drop(listener);
-    if tokio::time::timeout(CONNECTIONS_FINISH, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(CONNECTIONS_FINISH, connections.wait())
         .await
         .is_err()
     {

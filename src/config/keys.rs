@@ -114,6 +114,8 @@ config_keys! {
     body_read_timeout: HumanDuration = "5s", "Longest a producer may take to send a request body once its headers arrived (then 408), so slow uploads cannot hold the memory bound.";
     max_connections: usize = "4096", "Most producer connections at once; further connections wait in the listen backlog until one closes.";
     producer_idle_timeout: HumanDuration = "30s", "Longest a producer connection may take to send a request's headers, or sit idle between requests, before it is closed.";
+    max_connection_age: HumanDuration = "0s", "Once a producer connection is this old, its next answer carries `Connection: close` and it is closed, so replicas added by an autoscaler get traffic from producers already connected (a gateway: e.g. 5m); 0s: no limit.";
+    max_connection_requests: u64 = "0", "After this many answers a producer connection is closed (`Connection: close` on the last); 0: no limit.";
     log_format: LogFormat = "text", "Log line format: text or json.";
     log_level: String = "info", "Log filter (tracing EnvFilter syntax, e.g. `info,inletd=debug`); RUST_LOG wins when set.";
 }

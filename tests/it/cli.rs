@@ -215,6 +215,10 @@ async fn sigterm_drains_and_exits_zero() {
         .unwrap();
     let upstream = format!("http://{}", standin.local_addr());
     let handle = standin.handle();
+    // A message with nothing in flight leaves at once (flush reason idle), whatever
+    // the linger: the delay keeps it unanswered until SIGTERM, so the wait below
+    // cannot miss it.
+    handle.push_faults([aep_standin::Fault::Delay { ms: 1_000 }]);
     tokio::spawn(standin.run(std::future::pending()));
     let mut daemon = Daemon::start(
         inletd(),
@@ -328,4 +332,175 @@ fn healthcheck_probes_a_running_inletd() {
     let (code, _, err) = run(inletd().args(["healthcheck", "--url", &healthz]));
     assert_eq!(code, 1, "nothing listens any more");
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+/// Sends `signal` (`-TERM`, `-HUP`) to the daemon.
+fn send_signal(daemon: &Daemon, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[tokio::test]
+async fn an_incomplete_drain_exits_three() {
+    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
+        .await
+        .unwrap();
+    let upstream = format!("http://{}", standin.local_addr());
+    standin.handle().push_faults([aep_standin::Fault::Hang]);
+    tokio::spawn(standin.run(std::future::pending()));
+    let mut daemon = Daemon::start(
+        inletd(),
+        &[
+            "--upstream",
+            &upstream,
+            "--linger",
+            "1ms",
+            "--request-timeout",
+            "1h",
+            "--shutdown-grace",
+            "200ms",
+        ],
+    );
+    let url = daemon.url("/collection/c");
+    let waiting = tokio::spawn(async move {
+        crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await
+    });
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", daemon.admin);
+    crate::support::wait_for_metric(&metrics_url, "inletd_in_flight_requests", 1.0).await;
+    send_signal(&daemon, "-TERM");
+    let answer = waiting.await.unwrap();
+    assert_eq!(answer.status, 503, "{}", answer.text);
+    let rest: Vec<String> = daemon
+        .lines
+        .take()
+        .into_iter()
+        .flatten()
+        .map_while(Result::ok)
+        .collect();
+    let status = daemon.child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("drain incomplete")),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let (code, out, _) = run(inletd().arg("--help"));
+    assert_eq!(code, 0);
+    assert!(out.contains("Exit codes:"), "{out}");
+    assert!(
+        out.contains("3  stopped after an incomplete drain"),
+        "{out}"
+    );
+}
+
+impl Daemon {
+    /// The rest of the log, line by line, read in a thread (which keeps
+    /// reading, so the child never blocks on a full pipe).
+    fn log(&mut self) -> std::sync::mpsc::Receiver<String> {
+        let lines = self.lines.take().expect("the log is still read here");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    }
+}
+
+/// The next log line that contains `text`. The bound only stops a hung test.
+fn wait_for_log(log: &std::sync::mpsc::Receiver<String>, text: &str) -> String {
+    loop {
+        match log.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("the log never said {text:?} ({e})"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_log_level_and_keeps_serving() {
+    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
+        .await
+        .unwrap();
+    let upstream = format!("http://{}", standin.local_addr());
+    tokio::spawn(standin.run(std::future::pending()));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inletd.toml");
+    std::fs::write(&file, "log_level = \"info\"\nlinger = \"1ms\"\n").unwrap();
+    let mut command = inletd();
+    command.arg("--config").arg(&file);
+    let mut daemon = Daemon::start(command, &["--upstream", &upstream]);
+
+    std::fs::write(&file, "log_level = \"inletd=debug\"\nlinger = \"5ms\"\n").unwrap();
+    send_signal(&daemon, "-HUP");
+    // The keys that need a restart are named first, then the level applied.
+    let log = daemon.log();
+    let line = wait_for_log(&log, "take effect only at the next start");
+    assert!(line.contains("linger"), "{line}");
+    let line = wait_for_log(&log, "log level reloaded");
+    assert!(line.contains("inletd=debug"), "{line}");
+
+    let url = daemon.url("/collection/c");
+    let answer = crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await;
+    assert_eq!(
+        answer.status, 200,
+        "still serving after SIGHUP: {}",
+        answer.text
+    );
+    // The new level is in force: the batcher's debug line for the flush is written.
+    let line = wait_for_log(&log, "flush");
+    assert!(line.contains("DEBUG"), "{line}");
+    assert!(daemon.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[test]
+fn healthcheck_follows_admin_listen_of_the_layered_configuration() {
+    let daemon = Daemon::start(inletd(), &["--upstream", "http://127.0.0.1:9"]);
+    let admin = format!("127.0.0.1:{}", daemon.admin);
+    let producers = format!("127.0.0.1:{}", daemon.listen);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inletd.toml");
+    std::fs::write(&file, format!("admin_listen = \"{admin}\"\n")).unwrap();
+    let (code, _, err) = run(inletd().arg("healthcheck").arg("--config").arg(&file));
+    assert_eq!(code, 0, "the file's admin_listen is probed: {err}");
+
+    let (code, _, err) = run(inletd()
+        .env("INLETD_ADMIN_LISTEN", &admin)
+        .arg("healthcheck"));
+    assert_eq!(code, 0, "the environment's admin_listen is probed: {err}");
+
+    // Flags win over the file: the producers' port has no /healthz.
+    let (code, _, err) = run(inletd()
+        .args(["--admin-listen", &producers, "healthcheck", "--config"])
+        .arg(&file));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&producers) && err.contains("answered 404"),
+        "{err}"
+    );
+
+    // --url wins over all of them.
+    let healthz = format!("http://{admin}/healthz");
+    let (code, _, err) = run(inletd().args([
+        "--admin-listen",
+        &producers,
+        "healthcheck",
+        "--url",
+        &healthz,
+    ]));
+    assert_eq!(code, 0, "{err}");
+
+    std::fs::write(&file, "admin_listen = \"nowhere\"\n").unwrap();
+    let (code, _, err) = run(inletd().arg("healthcheck").arg("--config").arg(&file));
+    assert_eq!(code, 2, "a bad configuration is reported: {err}");
+    assert!(err.contains("admin_listen"), "{err}");
 }

@@ -7,6 +7,7 @@ mod backpressure;
 mod chaos;
 pub mod cli;
 mod connect_proxy;
+mod connections;
 mod credentials;
 mod failures;
 mod fanout;
