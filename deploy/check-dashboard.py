@@ -12,7 +12,7 @@ Checks:
   * every $variable in a query is one the dashboard defines (or a Grafana
     built-in), and every panel's data source is the `datasource` variable;
   * every inletd_* name used (dashboard and alert rules) is one inletd
-    documents (SPEC.md section 5 and issue 3), and every documented metric is
+    documents, and every documented metric is
     on the dashboard;
   * with --promql-rules, writes every query (variables replaced by sample
     values) as a Prometheus recording-rule file, so that
@@ -37,7 +37,7 @@ _spec = importlib.util.spec_from_file_location("metric_names", DEPLOY / "metric-
 metric_names = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(metric_names)
 
-# The metrics inletd exposes (SPEC.md section 5, plus inletd_max_buffered_bytes
+# The metrics inletd exposes (README.md's metrics table, plus inletd_max_buffered_bytes
 # and inletd_shed_total from issue 3, and the build and configuration gauges of
 # the operability issue: build_info, max_in_flight, request_timeout_seconds).
 # Histograms by their base name. tests/it/prometheus.rs checks each against a

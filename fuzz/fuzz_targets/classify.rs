@@ -1,7 +1,7 @@
 //! The upstream's answer to a batch (`upstream::answer::classify`) for any
 //! status, body and number of messages sent.
 //!
-//! Properties (SPEC §1, §7): per-message results come only from a 200/207 and
+//! Properties: per-message results come only from a 200/207 and
 //! line up exactly with `sent`; a message is delivered only when its own entry
 //! carries that non-empty `xactionId` and no failure status; every failure
 //! status is a real 4xx/5xx, retried only when it is 429 or 5xx.

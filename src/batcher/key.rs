@@ -1,7 +1,7 @@
 //! `BatchKey`: what decides which messages may travel in one upstream request.
 //!
-//! A key is the connection id plus the credential headers a producer sent
-//! (SPEC §3). Two producers with different tokens never share a batch, and the
+//! A key is the connection id plus the credential headers a producer sent.
+//! Two producers with different tokens never share a batch, and the
 //! key's `Debug` shows which headers are present, never their values.
 
 use std::fmt;

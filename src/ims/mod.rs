@@ -1,4 +1,4 @@
-//! Credentials held by inletd (SPEC §6): Adobe IMS OAuth server-to-server
+//! Credentials held by inletd: Adobe IMS OAuth server-to-server
 //! access tokens, fetched, cached and refreshed for the producers that send
 //! no `Authorization` of their own.
 //!

@@ -1,4 +1,4 @@
-//! The durable spool (SPEC §8): the storage engine behind fire-and-forget
+//! The durable spool: the storage engine behind fire-and-forget
 //! with `spool_dir`. It owns the files in `spool_dir` and nothing else: no
 //! HTTP, no delivery, no metrics registry (the caller reads [`SpoolStats`]).
 //!

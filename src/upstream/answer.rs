@@ -66,7 +66,7 @@ struct RawAnswer {
     responses: Vec<Value>,
 }
 
-/// Whether a status is worth retrying (SPEC §3).
+/// Whether a status is worth retrying.
 pub fn is_retryable(status: u16) -> bool {
     matches!(status, 429 | 500 | 502 | 503 | 504)
 }

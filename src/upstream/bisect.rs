@@ -1,5 +1,5 @@
 //! Bisecting a batch the upstream refused whole with a 400, to find the
-//! messages that cause it so the innocent ones are delivered (SPEC §3).
+//! messages that cause it so the innocent ones are delivered.
 //!
 //! A bisection sends its first half alone. If the upstream refuses that half
 //! exactly as it refused the parent, the second half goes next; if that is

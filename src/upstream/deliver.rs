@@ -68,7 +68,7 @@ pub(super) enum Reading {
 }
 
 /// What an exchange for `sent` messages means. A request that was never sent or
-/// lost its connection is retried (SPEC §3); an answer whose body could not be
+/// lost its connection is retried; an answer whose body could not be
 /// read reached the upstream and is not confirmed (3xx included: no redirects).
 fn read(exchange: Exchange, sent: usize) -> Reading {
     let retry = |status, message| Reading::Verdict {

@@ -3,7 +3,7 @@
 //! The three outcomes are kept apart because they mean different things for a
 //! message: a request that was **not sent** cannot have arrived (resend it); one
 //! **sent without an answer** may have arrived (resend only on a connection
-//! error, as SPEC §3 says; a passed deadline is a 504 "may still be delivered");
+//! error; a passed deadline is a 504 "may still be delivered");
 //! an **answered** one surely reached the upstream, so even an unreadable body
 //! never leads to a blind resend.
 

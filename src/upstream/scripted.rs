@@ -181,7 +181,7 @@ impl Scripted {
                         if !matches!(code, Some(Some(429 | 500..=599))) {
                             log.settled.insert(body.clone());
                         }
-                        // SPEC §1: success is an id with no failure code.
+                        // Success is an id with no failure code.
                         let has_id = entry.get("xactionId").is_some();
                         if has_id && matches!(code, None | Some(Some(200..=299))) {
                             log.confirmed.insert((body.clone(), id));

@@ -1,5 +1,5 @@
 //! The AEP stand-in: a local imitation of Adobe Experience Platform's streaming
-//! ingestion endpoints (SPEC §1), for trying inletd offline, for the integration
+//! ingestion endpoints, for trying inletd offline, for the integration
 //! tests and for the benchmark. It is **not** AEP: it validates only the shape of
 //! messages and never stores anything beyond this process's memory.
 //!
