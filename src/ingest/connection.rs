@@ -22,6 +22,17 @@ pub struct ConnectionId(String);
 impl ConnectionId {
     /// Checks a decoded path segment; the error says what is wrong with it.
     pub fn parse(id: &str) -> Result<ConnectionId, Error> {
+        ConnectionId::check(id)?;
+        Ok(ConnectionId(id.to_owned()))
+    }
+
+    /// [`ConnectionId::parse`] keeping the decoded segment's own `String`.
+    fn parse_owned(id: String) -> Result<ConnectionId, Error> {
+        ConnectionId::check(&id)?;
+        Ok(ConnectionId(id))
+    }
+
+    fn check(id: &str) -> Result<(), Error> {
         let unreserved = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-');
         let reason = if id.is_empty() {
             "is empty"
@@ -32,7 +43,7 @@ impl ConnectionId {
         } else if !id.chars().all(unreserved) {
             "may only hold letters, digits and . _ ~ -"
         } else {
-            return Ok(ConnectionId(id.to_owned()));
+            return Ok(());
         };
         Err(Error::BadConnectionId(reason))
     }
@@ -50,7 +61,7 @@ impl FromRequestParts<Ingest> for ConnectionId {
         let id = Path::<String>::from_request_parts(parts, ingest)
             .await
             .map_err(|_| ingest.refuse(Error::BadConnectionId("is not valid UTF-8")))?;
-        ConnectionId::parse(&id.0).map_err(|e| ingest.refuse(e))
+        ConnectionId::parse_owned(id.0).map_err(|e| ingest.refuse(e))
     }
 }
 
