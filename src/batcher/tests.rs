@@ -40,6 +40,7 @@ pub(super) fn paced_rig(
             linger: Duration::from_millis(linger_ms),
             eager_in_flight,
             max_in_flight,
+            spread_over: max_in_flight,
         },
         shutdown.clone(),
         metrics.clone(),
