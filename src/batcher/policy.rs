@@ -66,10 +66,6 @@ pub struct Pacing {
     /// over the round trip instead of leaving in a clump and all coming back
     /// together, so nobody waits long for the next slot.
     pub max_in_flight: usize,
-    /// The pacing gap is the round trip divided by this (`max_in_flight` in
-    /// [`Pacing::new`]; all the upstream's slots in [`Pacing::for_upstream`],
-    /// whose `max_in_flight` is only half of them).
-    pub spread_over: usize,
 }
 
 /// What to do with a non-empty buffer now.
@@ -91,28 +87,25 @@ impl Pacing {
             linger,
             eager_in_flight: (max_in_flight / 4).max(1),
             max_in_flight: max_in_flight.max(1),
-            spread_over: max_in_flight.max(1),
         }
     }
 
     /// The pacing of each key in front of an upstream with `max_in_flight`
-    /// slots: eager below a quarter of them, paced with gaps of round trip /
-    /// `max_in_flight` as [`Pacing::new`], but holding at half the slots
-    /// instead of all of them. At all 16, a key on a CPU-bound host (where
-    /// the round trip stretches, ~80 ms for a 20 ms upstream) kept 16 batches
-    /// in flight: 2048 closed-loop producers got ~120 messages per request,
-    /// each batch paying its own request and 207. Holding at 8 roughly
-    /// doubles that; light keys (a few batches in flight) see the same gaps
-    /// as before, and `linger` still caps every wait. Halving the gap too was
-    /// tried: it cost ~1 ms of p50 at 16 producers (bench/run.sh phase
-    /// inletd16). See `closed_loop` in the tests below.
+    /// slots: eager over a quarter of them, paced over half. Spreading one
+    /// key's batches over *all* the slots cut it into `max_in_flight` batches
+    /// per round trip whatever the load; on a CPU-bound host, where the round
+    /// trip itself stretches (~80 ms for a 20 ms upstream), 2048 closed-loop
+    /// producers got ~120 messages per request, every batch paying its own
+    /// request and 207 for less. Half the slots doubles that while a lone or
+    /// light key still leaves at once (the eager quarter is unchanged), and
+    /// `linger` still caps every wait. The other half serves other keys.
+    /// See `closed_loop` in the tests below.
     pub fn for_upstream(linger: Duration, max_in_flight: usize) -> Pacing {
         let paced = (max_in_flight / 2).max(1);
         Pacing {
             linger,
             eager_in_flight: (max_in_flight / 4).clamp(1, paced),
             max_in_flight: paced,
-            spread_over: max_in_flight.max(1),
         }
     }
 
@@ -127,7 +120,7 @@ impl Pacing {
             return Decision::Flush(FlushReason::Idle);
         }
         if in_flight < self.max_in_flight {
-            let spacing = rtt.unwrap_or(self.linger) / self.spread_over as u32;
+            let spacing = rtt.unwrap_or(self.linger) / self.max_in_flight as u32;
             if waited >= spacing {
                 return Decision::Flush(FlushReason::Idle);
             }
@@ -301,11 +294,9 @@ mod tests {
         let paced = Pacing::for_upstream(20 * MS, 16);
         let (size, waited) = closed_loop(paced, 16, None, 20 * MS);
         assert_eq!((size, waited), (16, Duration::ZERO));
-        // Trickling in one a millisecond, every message its own batch: the
-        // eighth in flight makes the next wait for the first to land, at most
-        // 20 ms - 7 gaps of 20/16 ms (the price of holding at half the slots).
+        // Trickling in one a millisecond: at most one pacing gap (20 ms / 8).
         let (_, waited) = closed_loop(paced, 16, Some(1), 20 * MS);
-        assert!(waited <= 12 * MS, "{waited:?}");
+        assert!(waited <= 3 * MS, "{waited:?}");
     }
 
     #[test]

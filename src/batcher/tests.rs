@@ -40,7 +40,6 @@ pub(super) fn paced_rig(
             linger: Duration::from_millis(linger_ms),
             eager_in_flight,
             max_in_flight,
-            spread_over: max_in_flight,
         },
         shutdown.clone(),
         metrics.clone(),
