@@ -112,7 +112,7 @@ impl App {
         };
         let (handle, worker, batches) = batcher::batcher(
             limits,
-            batcher::Pacing::for_upstream(config.linger.0, config.max_in_flight),
+            batcher::Pacing::new(config.linger.0, config.max_in_flight),
             phases.draining.clone(),
             metrics.clone(),
         );

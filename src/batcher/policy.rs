@@ -90,25 +90,6 @@ impl Pacing {
         }
     }
 
-    /// The pacing of each key in front of an upstream with `max_in_flight`
-    /// slots: eager over a quarter of them, paced over half. Spreading one
-    /// key's batches over *all* the slots cut it into `max_in_flight` batches
-    /// per round trip whatever the load; on a CPU-bound host, where the round
-    /// trip itself stretches (~80 ms for a 20 ms upstream), 2048 closed-loop
-    /// producers got ~120 messages per request, every batch paying its own
-    /// request and 207 for less. Half the slots doubles that while a lone or
-    /// light key still leaves at once (the eager quarter is unchanged), and
-    /// `linger` still caps every wait. The other half serves other keys.
-    /// See `closed_loop` in the tests below.
-    pub fn for_upstream(linger: Duration, max_in_flight: usize) -> Pacing {
-        let paced = (max_in_flight / 2).max(1);
-        Pacing {
-            linger,
-            eager_in_flight: (max_in_flight / 4).clamp(1, paced),
-            max_in_flight: paced,
-        }
-    }
-
     /// The decision for a buffer whose oldest message has `waited`, its key
     /// having `in_flight` batches on their way and an estimated round trip of
     /// `rtt` (none yet: `linger` stands in). Count and bytes are [`Limits`]'.
@@ -211,112 +192,6 @@ mod tests {
             p.decide(16, 20 * MS, Some(MS)),
             Decision::Flush(FlushReason::Linger)
         );
-    }
-
-    /// A closed loop on a virtual clock (0.1 ms steps): `producers` each
-    /// send a message, wait for its batch to come back after `rtt`, and send
-    /// again; at most `per_ms` messages a millisecond get into the buffer (a
-    /// CPU-bound host; `None`: no limit). The buffer is reviewed every step,
-    /// as the worker's timers would. Returns the average batch size over the
-    /// second half of `run` and the longest a message waited in the buffer.
-    fn closed_loop(
-        pacing: Pacing,
-        producers: usize,
-        per_ms: Option<usize>,
-        rtt: Duration,
-    ) -> (usize, Duration) {
-        const STEP: Duration = Duration::from_micros(100);
-        let run = Duration::from_secs(3);
-        let max_messages = 500;
-        let (mut now, mut ready, mut credit) = (Duration::ZERO, producers, 0);
-        let (mut buffered, mut since) = (0, Duration::ZERO);
-        let mut flying: Vec<(Duration, usize)> = Vec::new();
-        let (mut smoothed, mut sent, mut batches, mut longest) = (None, 0, 0, Duration::ZERO);
-        while now < run {
-            flying.retain(|&(lands, n)| {
-                let landed = lands <= now;
-                if landed {
-                    ready += n;
-                    smoothed = Some(smoothed.map_or(rtt, |s: Duration| (s * 7 + rtt) / 8));
-                }
-                !landed
-            });
-            // `per_ms` a millisecond is per_ms / 10 a step (tenths carried over).
-            credit = (credit + per_ms.unwrap_or(ready * 10)).min(ready * 10);
-            let n = ready.min(credit / 10);
-            (ready, credit) = (ready - n, credit - n * 10);
-            if n > 0 && buffered == 0 {
-                since = now;
-            }
-            buffered += n;
-            while buffered > 0 {
-                let waited = now - since;
-                let full = buffered >= max_messages;
-                let flush = matches!(
-                    pacing.decide(flying.len(), waited, smoothed),
-                    Decision::Flush(_)
-                );
-                if !full && !flush {
-                    break;
-                }
-                let n = buffered.min(max_messages);
-                flying.push((now + rtt, n));
-                buffered -= n;
-                longest = longest.max(waited);
-                if now >= run / 2 {
-                    (sent, batches) = (sent + n, batches + 1);
-                }
-            }
-            now += STEP;
-        }
-        (sent / batches.max(1), longest)
-    }
-
-    #[test]
-    fn a_cpu_bound_key_sends_fuller_batches_over_half_the_slots() {
-        // The bench's CPU-bound phase: 2048 producers, ~23 000 messages/s, a
-        // 20 ms upstream whose round trip stretched to ~80 ms under load.
-        let old = Pacing::new(20 * MS, 16);
-        let (size, _) = closed_loop(old, 2048, Some(23), 80 * MS);
-        assert!(
-            (100..=130).contains(&size),
-            "all 16 slots: {size}, as measured (119)"
-        );
-        let paced = Pacing::for_upstream(20 * MS, 16);
-        assert_eq!((paced.eager_in_flight, paced.max_in_flight), (4, 8));
-        let (size, waited) = closed_loop(paced, 2048, Some(23), 80 * MS);
-        assert!(size >= 200, "half the slots: {size}");
-        assert!(waited <= 20 * MS, "linger still caps the wait: {waited:?}");
-    }
-
-    #[test]
-    fn few_producers_still_leave_at_once() {
-        let paced = Pacing::for_upstream(20 * MS, 16);
-        let (size, waited) = closed_loop(paced, 16, None, 20 * MS);
-        assert_eq!((size, waited), (16, Duration::ZERO));
-        // Trickling in one a millisecond: at most one pacing gap (20 ms / 8).
-        let (_, waited) = closed_loop(paced, 16, Some(1), 20 * MS);
-        assert!(waited <= 3 * MS, "{waited:?}");
-    }
-
-    #[test]
-    fn upstream_pacing_keeps_at_least_one_slot() {
-        for (slots, eager, paced) in [
-            (0, 1, 1),
-            (1, 1, 1),
-            (2, 1, 1),
-            (3, 1, 1),
-            (4, 1, 2),
-            (16, 4, 8),
-            (64, 16, 32),
-        ] {
-            let p = Pacing::for_upstream(20 * MS, slots);
-            assert_eq!(
-                (p.eager_in_flight, p.max_in_flight),
-                (eager, paced),
-                "{slots}"
-            );
-        }
     }
 
     #[test]
