@@ -22,6 +22,11 @@ pub struct ConnectionId(String);
 impl ConnectionId {
     /// Checks a decoded path segment; the error says what is wrong with it.
     pub fn parse(id: &str) -> Result<ConnectionId, Error> {
+        ConnectionId::check(id)?;
+        Ok(ConnectionId(id.to_owned()))
+    }
+
+    fn check(id: &str) -> Result<(), Error> {
         let unreserved = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-');
         let reason = if id.is_empty() {
             "is empty"
@@ -32,7 +37,7 @@ impl ConnectionId {
         } else if !id.chars().all(unreserved) {
             "may only hold letters, digits and . _ ~ -"
         } else {
-            return Ok(ConnectionId(id.to_owned()));
+            return Ok(());
         };
         Err(Error::BadConnectionId(reason))
     }
@@ -50,14 +55,17 @@ impl FromRequestParts<Ingest> for ConnectionId {
         let id = Path::<String>::from_request_parts(parts, ingest)
             .await
             .map_err(|_| ingest.refuse(Error::BadConnectionId("is not valid UTF-8")))?;
-        ConnectionId::parse(&id.0).map_err(|e| {
-            // Logged as far as it can be printed safely: a producer's id may
-            // hold anything, newlines included.
-            ingest
-                .outcomes
-                .error(&super::outcome_log::printable(&id.0), &e);
-            ingest.refuse(e)
-        })
+        match ConnectionId::check(&id.0) {
+            Ok(()) => Ok(ConnectionId(id.0)),
+            Err(e) => {
+                // Logged as far as it can be printed safely: a producer's id may
+                // hold anything, newlines included.
+                ingest
+                    .outcomes
+                    .error(&super::outcome_log::printable(&id.0), &e);
+                Err(ingest.refuse(e))
+            }
+        }
     }
 }
 

@@ -42,9 +42,23 @@ use crate::shutdown::Phases;
 use crate::upstream::Upstream;
 use outcome_log::OutcomeLog;
 
-/// What every producer request handler shares.
+/// What every producer request handler shares: one pointer, because axum
+/// clones the state for the middleware and each handler of every request, and
+/// cloning the parts (a channel sender, a cancellation token, several `Arc`s)
+/// showed in the per-message profile.
 #[derive(Clone)]
-pub struct Ingest {
+pub struct Ingest(Arc<Shared>);
+
+impl std::ops::Deref for Ingest {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields behind [`Ingest`].
+pub struct Shared {
     batcher: BatcherHandle,
     upstream: Arc<Upstream>,
     /// One permit per byte of `max_buffered_bytes`.
@@ -61,7 +75,7 @@ pub struct Ingest {
     /// Cancelled when shutdown begins: new requests get 503.
     draining: CancellationToken,
     /// Names the producer of every answer that is not a success, rate-limited.
-    outcomes: Arc<OutcomeLog>,
+    outcomes: OutcomeLog,
 }
 
 impl Ingest {
@@ -76,7 +90,7 @@ impl Ingest {
         let bound = usize::try_from(config.max_buffered_bytes)
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
-        Ingest {
+        Ingest(Arc::new(Shared {
             batcher,
             upstream,
             permits: Arc::new(Semaphore::new(bound)),
@@ -87,8 +101,8 @@ impl Ingest {
             metrics,
             work: phases.work.clone(),
             draining: phases.draining.clone(),
-            outcomes: Arc::new(OutcomeLog::new(outcome_log::LOG_EVERY)),
-        }
+            outcomes: OutcomeLog::new(outcome_log::LOG_EVERY),
+        }))
     }
 
     /// Bytes of the memory bound held by requests and messages not yet answered.

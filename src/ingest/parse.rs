@@ -12,11 +12,18 @@ use serde_json::value::RawValue;
 use crate::error::Error;
 
 /// One message: its exact bytes (the JSON object as sent, surrounding whitespace trimmed).
+/// Checked in one pass that builds nothing (`IgnoredAny`): this runs once per
+/// message, and the `RawValue` it replaces cost a second look at the bytes.
 pub fn single(body: &Bytes) -> Result<Bytes, Error> {
-    let raw: &RawValue = serde_json::from_slice(body).map_err(|e| Error::NotJson(e.to_string()))?;
-    object(body, raw).ok_or(Error::BadShape(
-        "the body must be one JSON object: {\"header\":{...},\"body\":{...}}",
-    ))
+    serde_json::from_slice::<IgnoredAny>(body).map_err(|e| Error::NotJson(e.to_string()))?;
+    // Valid JSON: only JSON whitespace (all ASCII) surrounds the value.
+    let text = body.trim_ascii();
+    if text.first() != Some(&b'{') {
+        return Err(Error::BadShape(
+            "the body must be one JSON object: {\"header\":{...},\"body\":{...}}",
+        ));
+    }
+    Ok(body.slice_ref(text))
 }
 
 #[derive(Deserialize)]

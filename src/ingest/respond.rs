@@ -3,9 +3,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde_json::Number;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -35,40 +37,54 @@ pub async fn wait(rx: oneshot::Receiver<Outcome>, deadline: Instant) -> Result<D
     }
 }
 
-fn now_ms() -> serde_json::Number {
+fn now_ms() -> Number {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    serde_json::Number::from(ms)
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SingleAnswer<'a> {
-    inlet_id: &'a str,
-    xaction_id: &'a str,
-    received_time_ms: serde_json::Number,
-    sync_validation: SyncValidation,
-}
-
-#[derive(Serialize)]
-struct SyncValidation {
-    skipped: bool,
+    Number::from(ms)
 }
 
 /// The single endpoint's answer: `200` as AEP gives it, or the error.
 pub fn single(connection_id: &str, result: Result<Delivery, Error>) -> Response {
     match result {
         Ok(d) => {
-            let answer = SingleAnswer {
-                inlet_id: d.receipt.inlet_id.as_deref().unwrap_or(connection_id),
-                xaction_id: &d.xaction_id,
-                received_time_ms: d.receipt.received_time_ms.clone().unwrap_or_else(now_ms),
-                sync_validation: SyncValidation { skipped: true },
+            let inlet_id = d.receipt.inlet_id.as_deref().unwrap_or(connection_id);
+            let body = match &d.receipt.received_time_ms {
+                Some(ms) => single_answer(inlet_id, &d.xaction_id, ms),
+                None => single_answer(inlet_id, &d.xaction_id, &now_ms()),
             };
-            (StatusCode::OK, axum::Json(answer)).into_response()
+            (
+                StatusCode::OK,
+                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                body,
+            )
+                .into_response()
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// `{"inletId":..,"xactionId":..,"receivedTimeMs":..,"syncValidation":{"skipped":true}}`,
+/// written straight into a buffer of the right size: this answer goes out once
+/// per message, and a serializer round (a growing buffer, a struct per answer)
+/// showed in the profile. The strings are escaped by serde_json.
+fn single_answer(inlet_id: &str, xaction_id: &str, received_time_ms: &Number) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + inlet_id.len() + xaction_id.len());
+    out.extend_from_slice(br#"{"inletId":"#);
+    write_json(&mut out, inlet_id);
+    out.extend_from_slice(br#","xactionId":"#);
+    write_json(&mut out, xaction_id);
+    out.extend_from_slice(br#","receivedTimeMs":"#);
+    write_json(&mut out, received_time_ms);
+    out.extend_from_slice(br#","syncValidation":{"skipped":true}}"#);
+    out
+}
+
+/// Appends `value` as JSON (a string or a number: writing to a Vec cannot fail).
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    if let Err(e) = serde_json::to_writer(&mut *out, value) {
+        tracing::error!(%e, "a string or number could not be written as JSON");
+        out.extend_from_slice(b"null");
     }
 }
 
@@ -78,7 +94,7 @@ struct BatchAnswer {
     inlet_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_id: Option<String>,
-    received_time_ms: serde_json::Number,
+    received_time_ms: Number,
     responses: Entries,
 }
 
@@ -151,4 +167,30 @@ pub fn batch(connection_id: &str, results: Vec<Result<Delivery, Error>>) -> Resp
         responses,
     };
     (StatusCode::MULTI_STATUS, axum::Json(answer)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_answer_is_the_aep_shape_with_escaped_strings() {
+        let ms = Number::from(1_700_000_000_123_u64);
+        let out = single_answer("in\"let", "x\\1\u{7}é", &ms);
+        let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({
+                "inletId": "in\"let",
+                "xactionId": "x\\1\u{7}é",
+                "receivedTimeMs": 1_700_000_000_123_u64,
+                "syncValidation": {"skipped": true},
+            })
+        );
+        let plain = single_answer("i", "x", &Number::from(5));
+        assert_eq!(
+            plain,
+            br#"{"inletId":"i","xactionId":"x","receivedTimeMs":5,"syncValidation":{"skipped":true}}"#
+        );
+    }
 }

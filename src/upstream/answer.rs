@@ -5,9 +5,12 @@
 //! entry per message. Anything that does not line up is
 //! [`Verdict::Untrusted`]: no message of that batch is reported delivered.
 
+mod raw;
+
 use serde::Deserialize;
 
 use crate::reply::Receipt;
+use raw::{Field, RawEntry};
 use serde_json::Value;
 
 /// What one `responses` entry says about its message.
@@ -59,11 +62,13 @@ pub enum Verdict {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawAnswer {
+struct RawAnswer<'a> {
     inlet_id: Option<String>,
     batch_id: Option<String>,
     received_time_ms: Option<serde_json::Number>,
-    responses: Vec<Value>,
+    /// Read field by field, borrowing from the body: no JSON tree per message.
+    #[serde(borrow)]
+    responses: Vec<RawEntry<'a>>,
 }
 
 /// Whether a status is worth retrying.
@@ -127,12 +132,13 @@ fn read_batch_answer(body: &[u8], sent: usize) -> Result<BatchAnswer, String> {
 /// an id with a 2xx. A 4xx/5xx wins over an id. Anything else (a status that
 /// is not a whole number, 0, 1xx, 3xx, ≥ 600, a 2xx or nothing without an id)
 /// is not confirmed: never a success and never resent.
-fn read_entry(entry: &Value) -> Entry {
+fn read_entry(entry: &RawEntry<'_>) -> Entry {
     let xaction_id = entry
-        .get("xactionId")
-        .and_then(Value::as_str)
+        .xaction_id
+        .as_ref()
+        .and_then(Field::as_str)
         .filter(|s| !s.is_empty());
-    let status = match entry.get("statusCode") {
+    let status = match &entry.status_code {
         None => None,
         Some(code) => match status_code(code) {
             Some(status) => Some(status),
@@ -146,8 +152,9 @@ fn read_entry(entry: &Value) -> Entry {
     };
     let message = || {
         entry
-            .get("message")
-            .and_then(Value::as_str)
+            .message
+            .as_ref()
+            .and_then(Field::as_str)
             .map(|m| truncate(m).to_owned())
             .unwrap_or_else(|| "the upstream gave no message".to_owned())
     };
@@ -174,11 +181,11 @@ fn read_entry(entry: &Value) -> Entry {
 
 /// A `statusCode` as a number or a string holding a whole number that fits an
 /// HTTP status; `400.0`, `"abc"`, `-1` and huge numbers are not.
-fn status_code(code: &Value) -> Option<u16> {
+fn status_code(code: &Field<'_>) -> Option<u16> {
     match code {
-        Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+        Field::Whole(n) => u16::try_from(*n).ok(),
+        Field::Str(s) => s.trim().parse().ok(),
+        Field::Other => None,
     }
 }
 
