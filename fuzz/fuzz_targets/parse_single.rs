@@ -40,6 +40,12 @@ fuzz_target!(|data: &[u8]| {
                         "accepted message is not an object"
                     );
                 }
+                // Escapes a `Value` refuses although the JSON grammar has them (a
+                // lone surrogate such as `"\ud800"`): the message is skipped, not
+                // decoded, and the upstream judges its strings.
+                Err(e) if e.to_string().contains("unicode code point") => {
+                    assert!(message.starts_with(b"{"), "accepted message is not an object");
+                }
                 Err(e) => panic!("accepted message is not a JSON object: {e}"),
             }
         }

@@ -9,7 +9,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
-use inletd::upstream::retry::{parse_retry_after, RetryPolicy};
+use inletd::upstream::retry::{parse_retry_after, RetryPolicy, MAX_RETRY_AFTER};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,14 +18,23 @@ fuzz_target!(|data: &[u8]| {
     };
     let parsed = parse_retry_after(&value);
     let text = value.to_str().ok().map(str::trim);
-    let seconds = text.and_then(|t| t.parse::<u64>().ok());
+    // Delta-seconds: all digits, however many (too many for u64 is still "long").
+    let digits = text.filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()));
+    let seconds = digits.map(|t| t.parse::<u64>().unwrap_or(u64::MAX));
     let date = text.and_then(|t| httpdate::parse_http_date(t).ok());
+    if let Some(got) = parsed {
+        assert!(got <= MAX_RETRY_AFTER, "{got:?} is past the one-day clamp");
+    }
     match (seconds, date) {
-        (Some(secs), _) => assert_eq!(parsed, Some(Duration::from_secs(secs))),
+        (Some(secs), _) => assert_eq!(
+            parsed,
+            Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+        ),
         (None, Some(when)) => {
             let most = when
                 .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
+                .unwrap_or(Duration::ZERO)
+                .min(MAX_RETRY_AFTER);
             let got = parsed.expect("an HTTP date was ignored");
             // Read a moment after `parsed`, so the date is no farther now.
             assert!(got >= most, "{got:?} < {most:?}");
