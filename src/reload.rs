@@ -20,10 +20,10 @@ pub type FilterHandle = Handle<EnvFilter, Registry>;
 /// `Err` when `RUST_LOG` is set but not a valid filter; the caller falls back.
 pub fn log_filter(config: &Config, rust_log: Option<&str>) -> Result<EnvFilter, String> {
     match rust_log {
-        Some(directives) => EnvFilter::try_new(directives)
+        Some(directives) => crate::config::log_filter(directives)
             .map_err(|e| format!("RUST_LOG `{directives}` is not a valid filter: {e}")),
         // Validated with the rest of the configuration.
-        None => EnvFilter::try_new(&config.log_level).map_err(|e| e.to_string()),
+        None => crate::config::log_filter(&config.log_level),
     }
 }
 

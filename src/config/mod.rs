@@ -17,6 +17,7 @@ mod values;
 
 pub use keys::{unknown_env_vars, Config, Layer, KEYS};
 pub use sources::Sources;
+pub use validate::log_filter;
 pub use values::{HumanDuration, LogFormat, OptionalPath, Switch, UpstreamUrl};
 
 /// Prefix of the environment variables that set keys (`INLETD_LINGER=50ms`).

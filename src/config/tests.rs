@@ -220,3 +220,19 @@ fn the_listeners_need_two_addresses() {
     ];
     assert!(load(None, &both_free, Layer::default()).is_ok());
 }
+
+#[test]
+fn a_trailing_slash_makes_no_other_base() {
+    let with: UpstreamUrl = "http://u:p@127.0.0.1:8081/base/".parse().unwrap();
+    let without: UpstreamUrl = "http://u:p@127.0.0.1:8081/base".parse().unwrap();
+    assert_eq!(with, without);
+    assert_eq!(with.as_str().parse::<UpstreamUrl>(), Ok(with));
+}
+
+#[test]
+fn a_non_ascii_log_level_is_refused_not_a_panic() {
+    let mut config = Config::defaults();
+    config.log_level = "inletd=В".into();
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("log_level"), "{err}");
+}

@@ -92,8 +92,8 @@ impl Config {
                 return Err(invalid("upstream_ca_file", reason));
             }
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
-            return Err(invalid("log_level", e.to_string()));
+        if let Err(e) = log_filter(&self.log_level) {
+            return Err(invalid("log_level", e));
         }
         Ok(())
     }
@@ -130,4 +130,16 @@ impl Config {
         }
         out
     }
+}
+
+/// A log filter (`log_level`, `RUST_LOG`) from its text. tracing-subscriber
+/// panics on some non-ASCII directives (a byte index inside a character: found
+/// by fuzzing), and every valid directive is ASCII, so anything else is refused first.
+pub fn log_filter(text: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    if !text.is_ascii() {
+        return Err(format!(
+            "`{text}` is not a log filter: only ASCII is allowed"
+        ));
+    }
+    tracing_subscriber::EnvFilter::try_new(text).map_err(|e| e.to_string())
 }

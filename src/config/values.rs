@@ -64,6 +64,9 @@ impl FromStr for UpstreamUrl {
             return Err(format!("`{s}` must not carry a query or fragment"));
         }
         let text = url.as_str().trim_end_matches('/').to_owned();
+        // Parsed again from the trimmed text, so `http://h/base/` and
+        // `http://h/base` are one and the same base (found by fuzzing).
+        let url = reqwest::Url::parse(&text).map_err(|e| format!("`{s}` is not a URL ({e})"))?;
         Ok(UpstreamUrl { text, url })
     }
 }
