@@ -234,17 +234,8 @@ async fn sigterm_drains_and_exits_zero() {
             "json",
         ],
     );
-    let url = daemon.url("/collection/c");
-    let waiting = tokio::spawn(async move {
-        crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await
-    });
-    let metrics_url = format!("http://127.0.0.1:{}/metrics", daemon.admin);
-    crate::support::wait_for_metric(&metrics_url, "inletd_buffered_messages", 1.0).await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &daemon.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    let waiting = send_one_and_wait_for(&daemon, "inletd_buffered_messages").await;
+    send_signal(&daemon, "-TERM");
     let answer = waiting.await.unwrap();
     assert_eq!(
         answer.status, 200,
@@ -335,6 +326,21 @@ fn healthcheck_probes_a_running_inletd() {
 }
 
 /// Sends `signal` (`-TERM`, `-HUP`) to the daemon.
+/// Sends one message in the background and waits until `gauge` reaches 1:
+/// the message is held inside inletd. The task yields its answer.
+async fn send_one_and_wait_for(
+    daemon: &Daemon,
+    gauge: &str,
+) -> tokio::task::JoinHandle<crate::support::Answer> {
+    let url = daemon.url("/collection/c");
+    let waiting = tokio::spawn(async move {
+        crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await
+    });
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", daemon.admin);
+    crate::support::wait_for_metric(&metrics_url, gauge, 1.0).await;
+    waiting
+}
+
 fn send_signal(daemon: &Daemon, signal: &str) {
     let sent = Command::new("kill")
         .args([signal, &daemon.child.id().to_string()])
@@ -364,12 +370,7 @@ async fn an_incomplete_drain_exits_three() {
             "200ms",
         ],
     );
-    let url = daemon.url("/collection/c");
-    let waiting = tokio::spawn(async move {
-        crate::support::post(&reqwest::Client::new(), &url, message("m", ""), &[]).await
-    });
-    let metrics_url = format!("http://127.0.0.1:{}/metrics", daemon.admin);
-    crate::support::wait_for_metric(&metrics_url, "inletd_in_flight_requests", 1.0).await;
+    let waiting = send_one_and_wait_for(&daemon, "inletd_in_flight_requests").await;
     send_signal(&daemon, "-TERM");
     let answer = waiting.await.unwrap();
     assert_eq!(answer.status, 503, "{}", answer.text);
