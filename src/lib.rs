@@ -15,6 +15,7 @@
 //! `/readyz`), [`healthcheck`] (the container's probe of `/healthz`),
 //! [`shutdown`] (the drain phases), [`server`] (the accept loop), [`keepalive`]
 //! (when a connection closes after an answer),
+//! [`dead_letters`] (the `dead-letters` subcommand: list and resend),
 //! [`supervise`] (the batcher and dispatch tasks' liveness), [`reload`]
 //! (SIGHUP: the log level re-read), [`build_info`] (the version, git revision
 //! and build date).
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod batcher;
 pub mod build_info;
 pub mod config;
+pub mod dead_letters;
 pub mod error;
 pub mod healthcheck;
 pub mod ims;

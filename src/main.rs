@@ -50,6 +50,8 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// List the spool's dead letters, or resend them through a running inletd.
+    DeadLetters(inletd::dead_letters::DeadLettersArgs),
 }
 
 /// The exit codes, as `--help` shows them (docs/operations.md lists the same).
@@ -102,6 +104,15 @@ fn main() -> ExitCode {
         }
         Some(Command::Healthcheck { .. }) => {
             return healthcheck(&inletd::healthcheck::healthz_url(config.admin_listen));
+        }
+        Some(Command::DeadLetters(args)) => {
+            // `spool_dir` by name: the key belongs to the spool's configuration.
+            let spool_dir = config
+                .effective()
+                .into_iter()
+                .find(|(key, value)| *key == "spool_dir" && !value.is_empty())
+                .map(|(_, value)| value.into());
+            return inletd::dead_letters::run(args, config.listen, spool_dir);
         }
         None => {}
     }

@@ -6,7 +6,9 @@
 //! `message` (embedded as JSON) when it is one-line JSON, else `messageText`
 //! (a JSON string of the exact text) or, for bytes that are not UTF-8,
 //! `messageBase64`. Never credentials: they are not part of the line at all.
-//! The file is written (and synced, `0600`) by the spool's writer thread.
+//! The file is written (and synced, `0600`) by the spool's writer thread,
+//! one append at a time under [`DeadLetterLock`], which `dead-letters resend`
+//! takes too.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
@@ -22,7 +24,9 @@ use serde_json::value::RawValue;
 use super::record::Record;
 use super::storage::{self, FileKind, Storage};
 
-pub(crate) const FILE_NAME: &str = "dead-letter.jsonl";
+pub const FILE_NAME: &str = "dead-letter.jsonl";
+/// The lock file beside it (see [`DeadLetterLock`]); never removed.
+pub const LOCK_FILE_NAME: &str = "dead-letter.lock";
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -93,60 +97,65 @@ pub(crate) fn line(
     out
 }
 
-/// The open file, on the writer thread.
+/// Appends dead letters for the writer thread. The file is opened per append
+/// under [`DeadLetterLock`] (dead letters are rare), so `dead-letters resend`
+/// can move the file aside between two appends and nothing is lost.
 #[derive(Default)]
-pub(crate) struct DeadLetterFile {
-    file: Option<File>,
-    /// Set when the file was found ending in a line torn by a crash.
-    torn: bool,
-}
+pub(crate) struct DeadLetterFile;
 
 impl DeadLetterFile {
     /// Appends whole lines and syncs them. After a failure the file is cut
-    /// back (a half line would swallow the next one) and reopened next time.
+    /// back (a half line would swallow the next one).
     pub(crate) fn write(
         &mut self,
         dir: &Path,
         storage: &dyn Storage,
         lines: &[u8],
     ) -> io::Result<()> {
-        let result = self.try_write(dir, storage, lines);
-        if result.is_err() {
-            self.file = None;
-        }
-        result
+        let _lock = DeadLetterLock::acquire(dir)?;
+        append_lines(dir, storage, lines)
     }
+}
 
-    fn try_write(&mut self, dir: &Path, storage: &dyn Storage, lines: &[u8]) -> io::Result<()> {
-        if self.file.is_none() {
-            let path = dir.join(FILE_NAME);
-            let existed = path.exists();
-            let file = storage::open_append(&path)?;
-            if !existed {
-                storage::sync_dir(dir)?;
-            }
-            self.torn = !ends_with_newline(&path)?;
-            self.file = Some(file);
-        }
-        let Some(file) = self.file.as_mut() else {
-            return Err(io::Error::other("dead-letter file not open"));
-        };
-        let before = file.metadata()?.len();
-        let mut buf = Vec::with_capacity(lines.len() + 1);
-        if self.torn {
-            buf.push(b'\n'); // end the torn line so it does not swallow this one
-        }
-        buf.extend_from_slice(lines);
-        let written = storage
-            .write_all(FileKind::DeadLetter, file, &buf)
-            .and_then(|()| storage.sync_data(FileKind::DeadLetter, file));
-        match written {
-            Ok(()) => self.torn = false,
-            Err(_) => {
-                let _ = file.set_len(before);
-            }
-        }
-        written
+/// Appends `lines` (whole lines, each ending in `\n`) to `dead-letter.jsonl`
+/// and syncs them; the caller holds the [`DeadLetterLock`].
+pub(crate) fn append_lines(dir: &Path, storage: &dyn Storage, lines: &[u8]) -> io::Result<()> {
+    let path = dir.join(FILE_NAME);
+    let existed = path.exists();
+    let mut file = storage::open_append(&path)?;
+    if !existed {
+        storage::sync_dir(dir)?;
+    }
+    let before = file.metadata()?.len();
+    let mut buf = Vec::with_capacity(lines.len() + 1);
+    if !ends_with_newline(&path)? {
+        buf.push(b'\n'); // end a line torn by a crash so it does not swallow this one
+    }
+    buf.extend_from_slice(lines);
+    let written = storage
+        .write_all(FileKind::DeadLetter, &mut file, &buf)
+        .and_then(|()| storage.sync_data(FileKind::DeadLetter, &file));
+    if written.is_err() {
+        let _ = file.set_len(before);
+    }
+    written
+}
+
+/// The exclusive `flock` on `{spool_dir}/dead-letter.lock`, held while
+/// `dead-letter.jsonl` is appended to, moved aside or merged back; released
+/// when dropped (the descriptor closes). A separate lock file, because the
+/// lock on a file that is renamed away would not stop an append to it.
+pub struct DeadLetterLock {
+    _file: File,
+}
+
+impl DeadLetterLock {
+    /// Blocks until the lock is free (it is held for one append or one rename).
+    pub fn acquire(spool_dir: &Path) -> io::Result<DeadLetterLock> {
+        let file = storage::open_append(&spool_dir.join(LOCK_FILE_NAME))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(io::Error::from)?;
+        Ok(DeadLetterLock { _file: file })
     }
 }
 
@@ -202,7 +211,8 @@ impl DeadLetterReader {
         }
     }
 
-    fn parse(bytes: &[u8]) -> Result<DeadLetter, String> {
+    /// Reads one line (without or with its `\n`) back.
+    pub fn parse(bytes: &[u8]) -> Result<DeadLetter, String> {
         let line: LineIn = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         let body = match (line.message, line.message_text, line.message_base64) {
             (Some(raw), None, None) => Bytes::copy_from_slice(raw.get().as_bytes()),
