@@ -9,6 +9,7 @@ pub mod cli;
 mod connect_proxy;
 mod connections;
 mod credentials;
+mod dead_letters;
 mod failures;
 mod fanout;
 mod flush;
