@@ -60,6 +60,16 @@ DOCUMENTED = {
     "inletd_build_info",
     "inletd_max_in_flight",
     "inletd_request_timeout_seconds",
+    # The spool (issue 10), with spool_dir set. inletd_spool_max_bytes is
+    # max_spool_bytes as a gauge (the spool alert's bound).
+    "inletd_spool_bytes",
+    "inletd_spool_max_bytes",
+    "inletd_spool_messages",
+    "inletd_spool_sync_seconds",
+    "inletd_spool_syncs_total",
+    "inletd_spool_synced_messages_total",
+    "inletd_dead_letters_total",
+    "inletd_spool_corrupt_records_total",
 }
 
 # Grafana's own variables, and the sample value each gets for promtool.
