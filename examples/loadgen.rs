@@ -24,7 +24,10 @@
 //!
 //! Only `127.0.0.1` / `localhost` targets are accepted. `--header` adds request
 //! headers, e.g. `--header "Prefer: respond-async" --expect-status 202 --expect ""`
-//! for fire-and-forget producers.
+//! for fire-and-forget producers. `--ids-out PATH` writes the `_id` of every
+//! request answered with the expected status (warmup included), one a line:
+//! the set a fire-and-forget run was promised (`bench/spool.sh` compares it
+//! with what the stand-in received).
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --url http://127.0.0.1:8080/collection/abc \
@@ -87,6 +90,9 @@ struct Args {
     /// Runtime worker threads (default: number of CPUs).
     #[arg(long)]
     threads: Option<usize>,
+    /// Write the `_id` of every success (warmup included) to this file, one a line.
+    #[arg(long, value_name = "PATH")]
+    ids_out: Option<std::path::PathBuf>,
 }
 
 /// Where and what to send; shared by all connections.
@@ -103,6 +109,8 @@ struct Target {
     expect_status: u16,
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
+    /// Keep the `_id`s of successes (`--ids-out`).
+    keep_ids: bool,
 }
 
 /// `_id` = `{nonce:8 hex}-{connection:6}-{sequence:12}`.
@@ -140,6 +148,8 @@ struct Stats {
     status: BTreeMap<u16, u64>,
     hist: Histogram<u64>,
     reconnects: u64,
+    /// `_id`s answered with the expected status, at any time (`--ids-out`).
+    ids: Vec<[u8; ID_LEN]>,
 }
 
 impl Stats {
@@ -152,10 +162,12 @@ impl Stats {
             // Microseconds, 1 us .. 10 min, 3 significant figures.
             hist: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
             reconnects: 0,
+            ids: Vec::new(),
         }
     }
 
-    fn merge(&mut self, o: &Stats) {
+    fn merge(&mut self, o: &mut Stats) {
+        self.ids.append(&mut o.ids);
         self.ok += o.ok;
         self.errors += o.errors;
         self.kinds.connect += o.kinds.connect;
@@ -365,6 +377,10 @@ async fn connection(
             }
             seq += 1;
             let body = next_body(&t, &mut body_buf, idx, seq);
+            let mut id = [0u8; ID_LEN];
+            if t.keep_ids {
+                id.copy_from_slice(&body[t.id_at..t.id_at + ID_LEN]);
+            }
             let mut req = Request::new(Full::new(body));
             *req.method_mut() = Method::POST;
             *req.uri_mut() = t.uri.clone();
@@ -386,6 +402,9 @@ async fn connection(
             let counted = w.contains(done);
             match res {
                 Ok(Outcome::Answer(status, marker)) => {
+                    if t.keep_ids && status == t.expect_status && marker {
+                        st.ids.push(id);
+                    }
                     if counted {
                         *st.status.entry(status).or_insert(0) += 1;
                         if status == t.expect_status && marker {
@@ -470,7 +489,7 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-async fn run(args: Args, target: Target) -> Report {
+async fn run(args: Args, target: Target) -> (Report, Vec<[u8; ID_LEN]>) {
     let t = Arc::new(target);
     let conns = args.connections.max(1);
     let begin = Instant::now();
@@ -494,7 +513,7 @@ async fn run(args: Args, target: Target) -> Report {
     for h in handles {
         let abort = h.abort_handle();
         match timeout_at(hard_stop, h).await {
-            Ok(Ok(s)) => total.merge(&s),
+            Ok(Ok(mut s)) => total.merge(&mut s),
             _ => {
                 abort.abort();
                 lost_workers += 1;
@@ -511,7 +530,7 @@ async fn run(args: Args, target: Target) -> Report {
             ms(h.value_at_quantile(x))
         }
     };
-    Report {
+    let report = Report {
         url: args.url,
         connections: conns,
         duration_s: secs,
@@ -539,7 +558,8 @@ async fn run(args: Args, target: Target) -> Report {
         connects: total.reconnects,
         lost_workers,
         cpu_s: own_cpu_seconds(),
-    }
+    };
+    (report, std::mem::take(&mut total.ids))
 }
 
 fn main() {
@@ -594,7 +614,9 @@ fn main() {
         expect_status: args.expect_status,
         headers,
         timeout: args.timeout,
+        keep_ids: args.ids_out.is_some(),
     };
+    let ids_out = args.ids_out.clone();
 
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
@@ -608,7 +630,18 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let report = rt.block_on(run(args, target));
+    let (report, ids) = rt.block_on(run(args, target));
+    if let Some(path) = ids_out {
+        let mut text = Vec::with_capacity(ids.len() * (ID_LEN + 1));
+        for id in &ids {
+            text.extend_from_slice(id);
+            text.push(b'\n');
+        }
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("loadgen: --ids-out {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
     match serde_json::to_string(&report) {
         Ok(line) => println!("{line}"),
         Err(e) => eprintln!("loadgen: cannot encode report: {e}"),
