@@ -1,7 +1,8 @@
 //! `inletd dead-letters resend`: each dead letter, byte for byte, as
 //! `POST {to}/collection/{connectionId}`, a bounded number at once, waiting
 //! for every answer. A 2xx (200; or 202 from an inletd with `spool_dir`, where
-//! it is durable) removes the line; anything else keeps it.
+//! it is durable) removes the line; anything else keeps it, noted with
+//! `lastResend` (time, target, result).
 //!
 //! The `--header` values (typically `Authorization`) are sent and nothing
 //! else: never written to a file, printed or logged; `Debug` redacts them.
@@ -10,11 +11,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
+use serde_json::value::RawValue;
 
 use super::{files, read_entries, Entry};
 use crate::spool::DeadLetter;
@@ -153,7 +155,7 @@ fn try_run(dir: &Path, args: ResendArgs, default_to: &str) -> Result<Summary, Fa
         return Err(Fatal::Usage(format!("--to {to}: not an http(s) base URL")));
     }
     let mut summary = Summary {
-        target: base.to_string(),
+        target: shown(&base),
         dry_run: args.dry_run,
         ..Summary::default()
     };
@@ -235,6 +237,7 @@ impl Send<'_> {
             .collect()
             .await;
         let mut accepted = vec![false; entries.len()];
+        let mut failed: Vec<Option<String>> = vec![None; entries.len()];
         for (i, outcome) in outcomes {
             let Ok(letter) = &entries[i].letter else {
                 continue;
@@ -245,13 +248,15 @@ impl Send<'_> {
                     summary.accepted += 1;
                 }
                 Err(reason) => {
-                    let key = (letter.connection_id.clone(), reason);
+                    let key = (letter.connection_id.clone(), reason.clone());
                     *summary.failed.entry(key).or_default() += 1;
+                    failed[i] = Some(reason);
                 }
             }
         }
+        let now = SystemTime::now();
         let mut kept = Vec::new();
-        for (entry, accepted) in entries.into_iter().zip(accepted) {
+        for ((entry, accepted), failed) in entries.into_iter().zip(accepted).zip(failed) {
             match &entry.letter {
                 Err(reason) => {
                     eprintln!(
@@ -270,8 +275,12 @@ impl Send<'_> {
                 }
                 Ok(_) => {}
             }
-            if !accepted {
-                kept.push(entry.raw);
+            match failed {
+                Some(reason) if !self.dry_run => {
+                    kept.push(noted(&entry.raw, &summary.target, &reason, now));
+                }
+                _ if !accepted => kept.push(entry.raw),
+                _ => {}
             }
         }
         kept
@@ -305,6 +314,32 @@ impl Send<'_> {
         }
         Err(format!("{}: {}", status.as_u16(), reason(&body)))
     }
+}
+
+/// The line with `lastResend` set to when, to where and what came back; the
+/// other fields keep their exact bytes (the message above all).
+pub fn noted(raw: &[u8], target: &str, reason: &str, now: SystemTime) -> Vec<u8> {
+    let Ok(mut fields) = serde_json::from_slice::<BTreeMap<String, Box<RawValue>>>(raw) else {
+        return raw.to_vec();
+    };
+    let note = serde_json::json!({
+        "time": humantime::format_rfc3339_millis(now).to_string(),
+        "to": target,
+        "result": reason,
+    });
+    let Ok(note) = serde_json::value::to_raw_value(&note) else {
+        return raw.to_vec();
+    };
+    fields.insert("lastResend".into(), note);
+    serde_json::to_vec(&fields).unwrap_or_else(|_| raw.to_vec())
+}
+
+/// `url` without user name and password, for the summary and the notes.
+fn shown(url: &Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
 }
 
 /// The `message` of a JSON error body, else the text, on one short line.

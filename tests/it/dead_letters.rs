@@ -196,6 +196,21 @@ async fn resend_removes_the_accepted_keeps_the_failed_and_loses_nothing_written_
         kept, want_kept,
         "the failed one and the late one, once each"
     );
+    let bad = left
+        .iter()
+        .find(|v| v["message"]["body"]["kind"] == "fail")
+        .unwrap();
+    assert!(
+        bad["lastResend"]["result"]
+            .as_str()
+            .is_some_and(|r| r.contains("400") && r.contains("still invalid")),
+        "{bad}"
+    );
+    let late = left
+        .iter()
+        .find(|v| v["message"]["body"]["late"] == true)
+        .unwrap();
+    assert!(late.get("lastResend").is_none(), "not resent yet: {late}");
 
     let files = every_file_text(&dir);
     assert!(!files.contains("s3cr3t"), "no credential on disk");

@@ -63,3 +63,30 @@ fn a_reason_is_the_json_message_or_the_text_on_one_short_line() {
     assert_eq!(reason(b"oops\nbroken"), "oops broken");
     assert_eq!(reason(&[b'x'; 5000]).len(), MAX_REASON_CHARS);
 }
+
+#[test]
+fn a_kept_line_is_noted_and_its_message_keeps_every_byte() {
+    let raw = br#"{"time":"t","connectionId":"c","status":400,"upstreamMessage":"m","acceptedAt":"a","message":{"body":{"v":1.50,"s":"\u00e9"}}}"#;
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(1);
+    let once = noted(raw, "http://127.0.0.1:8080/", "400: still invalid", at);
+    let twice = noted(&once, "http://127.0.0.1:8080/", "503: busy", at);
+    let text = String::from_utf8(twice.clone()).unwrap();
+    assert!(
+        text.contains(r#""message":{"body":{"v":1.50,"s":"\u00e9"}}"#),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&twice).unwrap();
+    assert_eq!(
+        v["lastResend"]["result"], "503: busy",
+        "the latest replaces the earlier"
+    );
+    assert_eq!(v["lastResend"]["time"], "1970-01-01T00:00:01.000Z");
+    let letter = crate::spool::DeadLetterReader::parse(&twice).unwrap();
+    assert_eq!(&letter.body[..], br#"{"body":{"v":1.50,"s":"\u00e9"}}"#);
+}
+
+#[test]
+fn the_target_is_shown_without_its_password() {
+    let url = Url::parse("http://user:s3cr3t@127.0.0.1:8080/").unwrap();
+    assert_eq!(shown(&url), "http://127.0.0.1:8080/");
+}
