@@ -30,6 +30,30 @@ use crate::spool::RealStorage;
 const TAKEN_PREFIX: &str = "dead-letter.resending-";
 const TAKEN_SUFFIX: &str = ".jsonl";
 const TEMP_SUFFIX: &str = ".tmp";
+const RESEND_LOCK_NAME: &str = "dead-letter.resend.lock";
+
+/// Held by a running resend (`flock` on `dead-letter.resend.lock`, released
+/// when dropped or when the process dies), so two resends never work on the
+/// same files. The daemon never takes it.
+pub struct ResendGuard {
+    _file: File,
+}
+
+impl ResendGuard {
+    /// `None` when another resend holds it.
+    pub fn try_acquire(dir: &Path) -> io::Result<Option<ResendGuard>> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(dir.join(RESEND_LOCK_NAME))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(ResendGuard { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
 
 /// The lines of one file, each without its `\n`.
 pub fn read_lines(path: &Path) -> io::Result<Vec<Vec<u8>>> {

@@ -150,20 +150,18 @@ fn try_run(dir: &Path, args: ResendArgs, default_to: &str) -> Result<Summary, Fa
     }
     let headers = parse_headers(header_lines.iter().map(String::as_str)).map_err(Fatal::Usage)?;
     let to = args.to.as_deref().unwrap_or(default_to);
-    let base = Url::parse(to).map_err(|e| Fatal::Usage(format!("--to {to}: {e}")))?;
+    // The value is not echoed: it may carry a password.
+    let base = Url::parse(to).map_err(|e| Fatal::Usage(format!("--to: not a URL ({e})")))?;
     if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-        return Err(Fatal::Usage(format!("--to {to}: not an http(s) base URL")));
+        return Err(Fatal::Usage(format!(
+            "--to {}: not an http(s) base URL",
+            shown(&base)
+        )));
     }
     let mut summary = Summary {
         target: shown(&base),
         dry_run: args.dry_run,
         ..Summary::default()
-    };
-    let files_error = |e: std::io::Error| Fatal::Files(format!("{}: {e}", dir.display()));
-    let taken = if args.dry_run {
-        files::all_files(dir).map_err(files_error)?
-    } else {
-        files::take(dir).map_err(files_error)?
     };
     let client = reqwest::Client::builder()
         .timeout(args.timeout)
@@ -175,6 +173,26 @@ fn try_run(dir: &Path, args: ResendArgs, default_to: &str) -> Result<Summary, Fa
         .enable_all()
         .build()
         .map_err(|e| Fatal::Usage(format!("async runtime: {e}")))?;
+    let files_error = |e: std::io::Error| Fatal::Files(format!("{}: {e}", dir.display()));
+    // One resend at a time: a second would take the first one's file as a leftover.
+    // A dry run changes nothing, the lock file included.
+    let _guard = match args.dry_run {
+        true => None,
+        false => match files::ResendGuard::try_acquire(dir).map_err(files_error)? {
+            Some(guard) => Some(guard),
+            None => {
+                return Err(Fatal::Files(
+                    "another `inletd dead-letters resend` is running on this directory".into(),
+                ))
+            }
+        },
+    };
+    // Files are taken last, once nothing else can fail before they are processed.
+    let taken = if args.dry_run {
+        files::all_files(dir).map_err(files_error)?
+    } else {
+        files::take(dir).map_err(files_error)?
+    };
     let mut problems = Vec::new();
     for path in taken {
         let file_error = |e: std::io::Error| format!("{}: {e}", path.display());

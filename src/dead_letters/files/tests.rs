@@ -167,3 +167,13 @@ fn the_writer_waits_for_the_lock_and_then_appends_to_the_fresh_file() {
         vec![no_newline(letter(2))]
     );
 }
+
+#[test]
+fn only_one_resend_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ResendGuard::try_acquire(dir.path()).unwrap();
+    assert!(first.is_some());
+    assert!(ResendGuard::try_acquire(dir.path()).unwrap().is_none());
+    drop(first);
+    assert!(ResendGuard::try_acquire(dir.path()).unwrap().is_some());
+}
