@@ -5,12 +5,14 @@
 //! - `resend`: each dead letter back through a running inletd (or any
 //!   AEP-compatible endpoint), removing from the files exactly those that got
 //!   a 2xx. How the files are taken and merged back while the daemon keeps
-//!   appending is in [`files`]; the HTTP side is in [`resend`].
+//!   appending is in [`files`]; the HTTP side is in [`resend`], its report in
+//!   [`summary`].
 //!
 //! It works on the files alone: the daemon may run or not.
 
 pub mod files;
 pub mod resend;
+pub mod summary;
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};

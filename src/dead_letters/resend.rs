@@ -18,6 +18,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
 use serde_json::value::RawValue;
 
+use super::summary::Summary;
 use super::{files, read_entries, Entry};
 use crate::spool::DeadLetter;
 
@@ -123,18 +124,6 @@ pub fn run(dir: &Path, args: ResendArgs, default_to: &str) -> ExitCode {
 enum Fatal {
     Usage(String),
     Files(String),
-}
-
-/// What a resend did, printed on stdout.
-#[derive(Default)]
-pub struct Summary {
-    pub target: String,
-    pub dry_run: bool,
-    pub accepted: u64,
-    /// Failures per connection id and reason.
-    pub failed: BTreeMap<(String, String), u64>,
-    pub unreadable: u64,
-    pub other_connections: u64,
 }
 
 fn try_run(dir: &Path, args: ResendArgs, default_to: &str) -> Result<Summary, Fatal> {
@@ -368,42 +357,6 @@ fn reason(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
     let one_line: String = message.split_whitespace().collect::<Vec<_>>().join(" ");
     one_line.chars().take(MAX_REASON_CHARS).collect()
-}
-
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let failed: u64 = self.failed.values().sum();
-        if self.dry_run {
-            writeln!(
-                f,
-                "dry run: would send {failed} dead letters to {}",
-                self.target
-            )?;
-            for ((connection, _), n) in &self.failed {
-                writeln!(f, "  {connection}: {n}")?;
-            }
-        } else {
-            writeln!(
-                f,
-                "resent to {}: {} accepted (removed), {failed} failed (kept)",
-                self.target, self.accepted
-            )?;
-            for ((connection, reason), n) in &self.failed {
-                writeln!(f, "  kept {n} of {connection}: {reason}")?;
-            }
-        }
-        if self.other_connections > 0 {
-            writeln!(
-                f,
-                "{} of other connections left as they are",
-                self.other_connections
-            )?;
-        }
-        if self.unreadable > 0 {
-            writeln!(f, "{} unreadable lines kept (see stderr)", self.unreadable)?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
