@@ -13,6 +13,7 @@ mod failures;
 mod fanout;
 mod flush;
 mod forward;
+mod ims;
 mod logs;
 mod memory;
 mod metrics;
