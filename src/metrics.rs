@@ -151,6 +151,7 @@ impl Metrics {
             process::max_buffered(max_buffered_bytes);
             process::build_info();
             describe_upstream_requests();
+            ims::register();
             Arc::new(Metrics {
                 recorder: recorder.clone(),
                 handle: recorder.handle(),
@@ -247,7 +248,6 @@ impl Metrics {
 
     /// Exports `provider`'s token metrics from now on (once; a second call is ignored).
     pub fn watch_ims(&self, provider: crate::ims::TokenProvider) {
-        metrics::with_local_recorder(self.recorder.as_ref(), ims::describe);
         let _ = self.ims.set(provider);
     }
 

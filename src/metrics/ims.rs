@@ -1,7 +1,8 @@
 //! The IMS token provider's metrics, read from the provider at each scrape
 //! (so they need no hook in the provider): fetches by result, seconds until
 //! the current token expires, and whether refreshing is failing. Registered
-//! only where inletd holds IMS credentials.
+//! up front like every family (all 0 where inletd holds no IMS credentials),
+//! so dashboards and alerts find them on every instance.
 
 use metrics::{counter, gauge, Unit};
 
@@ -11,8 +12,8 @@ pub const IMS_TOKEN_FETCHES: &str = "inletd_ims_token_fetches_total";
 pub const IMS_TOKEN_EXPIRY: &str = "inletd_ims_token_expiry_seconds";
 pub const IMS_TOKEN_REFRESH_FAILING: &str = "inletd_ims_token_refresh_failing";
 
-/// Describes the families (call under the owning recorder, once).
-pub(super) fn describe() {
+/// Describes and registers the families at 0 (call under the owning recorder, once).
+pub(super) fn register() {
     metrics::describe_counter!(
         IMS_TOKEN_FETCHES,
         "Token requests to Adobe IMS, by result (ok, refused, unavailable, bad_answer)."
@@ -26,6 +27,11 @@ pub(super) fn describe() {
         IMS_TOKEN_REFRESH_FAILING,
         "1 while the last IMS token fetch failed and none has succeeded since, else 0."
     );
+    for result in FetchResult::ALL {
+        counter!(IMS_TOKEN_FETCHES, "result" => result.as_str()).absolute(0);
+    }
+    gauge!(IMS_TOKEN_EXPIRY).set(0.0);
+    gauge!(IMS_TOKEN_REFRESH_FAILING).set(0.0);
 }
 
 /// Sets every series from `provider`'s state now (call under the owning recorder).
