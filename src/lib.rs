@@ -177,9 +177,12 @@ impl Running {
     fn start_pipeline(&self, config: &Config) -> Result<Pipeline, StartError> {
         let upstream = upstream::Upstream::new(config, self.metrics.clone())?;
         // Fetched in the background: start-up never waits for IMS (`/readyz` does).
+        // Supervised like the others: without it no token would be renewed.
         let ims = upstream.ims().cloned();
         if let Some(ims) = &ims {
-            ims.spawn_refresher(self.stop_http.clone());
+            let stop = self.stop_http.clone();
+            self.liveness
+                .spawn("ims refresher", stop.clone(), ims.clone().run(stop));
             self.metrics.watch_ims(ims.clone());
         }
         let limits = batcher::Limits {

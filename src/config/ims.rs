@@ -127,3 +127,69 @@ impl Config {
         crate::ims::secret_shown(self.ims.get().map(|c| &c.client_secret))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{unknown_env_vars, Layer, Sources};
+
+    const SECRET: &str = "p8e-s3cr&t=+ x";
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load(Sources {
+            file: file.map(|text| ("inletd.toml".to_owned(), text.to_owned())),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            flags: Layer::default(),
+        })
+    }
+
+    const KEYS: &str = "ims_client_id = \"client-1\"\nims_org_id = \"O@AdobeOrg\"\nims_scopes = \"openid,AdobeID\"\n";
+
+    #[test]
+    fn the_ims_keys_and_the_secret_from_the_environment_make_the_credentials() {
+        let config = load(Some(KEYS), &[("INLETD_IMS_CLIENT_SECRET", SECRET)]).unwrap();
+        let ims = config.ims.get().expect("credentials");
+        assert_eq!(ims.client_id, "client-1");
+        assert_eq!(ims.scope(), "openid,AdobeID");
+        assert_eq!(ims.client_secret.expose_secret(), SECRET);
+        assert_eq!(config.ims_secret_shown(), "set");
+        assert!(!format!("{config:?}").contains(SECRET));
+        let env = [("INLETD_IMS_CLIENT_SECRET".to_owned(), SECRET.to_owned())];
+        assert!(unknown_env_vars(&env.into_iter().collect()).is_empty());
+
+        let off = load(None, &[]).unwrap();
+        assert!(off.ims.get().is_none());
+        assert_eq!(off.ims_secret_shown(), "not set");
+        assert_eq!(off, Config::defaults());
+    }
+
+    #[test]
+    fn a_client_id_without_its_companions_is_refused_naming_the_key() {
+        let key = |file: &str, env: &[(&str, &str)]| match load(Some(file), env) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        let secret = [("INLETD_IMS_CLIENT_SECRET", SECRET)];
+        assert_eq!(key(KEYS, &[]), SECRET_KEY);
+        assert_eq!(key(&KEYS.replace("O@AdobeOrg", " "), &secret), "ims_org_id");
+        assert_eq!(
+            key(&KEYS.replace("openid,AdobeID", ""), &secret),
+            "ims_scopes"
+        );
+        let http = format!("{KEYS}ims_token_url = \"http://ims.example/token\"\n");
+        assert_eq!(key(&http, &secret), "ims_token_url");
+    }
+
+    #[test]
+    fn the_secret_in_the_config_file_is_refused_without_showing_it() {
+        let file = format!("{KEYS}ims_client_secret = {SECRET:?}\n");
+        let error = load(Some(&file), &[]).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, ConfigError::Secret(_)), "{text}");
+        assert!(text.contains("INLETD_IMS_CLIENT_SECRET"), "{text}");
+        assert!(!text.contains(SECRET), "{text}");
+    }
+}
