@@ -258,6 +258,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_token_is_401_or_403_for_refused_credentials_else_503_saying_why() {
+        let refused = |status| TokenError::Refused {
+            status,
+            error: "invalid_client".into(),
+        };
+        for (error, expected) in [
+            (refused(400), 401),
+            (refused(401), 401),
+            (refused(403), 403),
+            (TokenError::Unavailable("HTTP 503".into()), 503),
+            (
+                TokenError::BadAnswer("expires_in is out of range".into()),
+                503,
+            ),
+        ] {
+            match no_token(&error) {
+                Exchange::NoToken { status, message } => {
+                    assert_eq!(status, expected, "{error}");
+                    assert!(message.contains("could not be obtained"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn the_body_limit_grows_with_the_batch_and_never_overflows() {
         assert!(body_limit(1) >= 4 << 20);
         assert!(body_limit(10_000) > body_limit(500));

@@ -20,7 +20,9 @@ use clap::Parser;
 /// short_responses, long_responses, garbage, plain_ok, delay, hang, cut_body,
 /// redirect, reset_mid_request, slow_body, odd_codes), `GET /standin/stats`,
 /// `GET /standin/messages` (the xactionIds delivered per `body.xdmEntity._id`)
-/// and `POST /standin/reset`. A message whose body holds
+/// and `POST /standin/reset`. With --ims-client-id it also serves an Adobe IMS
+/// token endpoint, `POST /ims/token/v3`, steered by `POST /standin/ims`.
+/// A message whose body holds
 /// `"standin":{"status":503,"times":2}` fails with that status the first 2
 /// times it is seen; `"standin":{"poison":true}` makes its whole batch a 400.
 #[derive(Debug, Parser)]
