@@ -58,6 +58,10 @@ DOCUMENTED = {
     "inletd_max_buffered_bytes",
     "inletd_shed_total",
     "inletd_build_info",
+    # IMS credentials held by inletd (issue 11).
+    "inletd_ims_token_fetches_total",
+    "inletd_ims_token_expiry_seconds",
+    "inletd_ims_token_refresh_failing",
     "inletd_max_in_flight",
     "inletd_request_timeout_seconds",
     # The spool (issue 10), with spool_dir set. inletd_spool_max_bytes is

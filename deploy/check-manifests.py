@@ -137,7 +137,8 @@ def check_env_names():
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             for name in ENV_NAME.findall(line):
                 key = name[len("INLETD_"):].lower()
-                if key != "config" and key not in CONFIG_KEYS:
+                # The IMS client secret is no key (never a flag or TOML) but may be set in the env.
+                if key not in ("config", "ims_client_secret") and key not in CONFIG_KEYS:
                     problem("%s:%d" % (rel(path), lineno), "%s is not an inletd setting" % name)
 
 

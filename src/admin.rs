@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (200 while the
 //! process serves and its supervised tasks live; 503 with a JSON body naming
-//! the dead task otherwise) and `/readyz` (200 while accepting work, 503 while
-//! draining).
+//! the dead task otherwise) and `/readyz` (200 while accepting work; 503 while
+//! draining, and while inletd holds IMS credentials but no usable token).
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+use crate::ims::TokenProvider;
 use crate::metrics::Metrics;
 use crate::supervise::Liveness;
 
@@ -20,9 +21,15 @@ struct Admin {
     metrics: Arc<Metrics>,
     draining: CancellationToken,
     liveness: Liveness,
+    ims: Option<TokenProvider>,
 }
 
-pub fn router(metrics: Arc<Metrics>, draining: CancellationToken, liveness: Liveness) -> Router {
+pub fn router(
+    metrics: Arc<Metrics>,
+    draining: CancellationToken,
+    liveness: Liveness,
+    ims: Option<TokenProvider>,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -31,6 +38,7 @@ pub fn router(metrics: Arc<Metrics>, draining: CancellationToken, liveness: Live
             metrics,
             draining,
             liveness,
+            ims,
         })
 }
 
@@ -57,12 +65,22 @@ async fn metrics_text(State(admin): State<Admin>) -> Response {
         .into_response()
 }
 
+/// Readiness. Without a token, managed producers would only get errors, so
+/// a load balancer should send them elsewhere; producers with their own
+/// `Authorization` are served meanwhile all the same.
 async fn ready(State(admin): State<Admin>) -> Response {
     if admin.draining.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
-    } else {
-        (StatusCode::OK, "ready\n").into_response()
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
+    if let Some(ims) = admin.ims.as_ref().filter(|ims| !ims.has_token()) {
+        let reason = match ims.last_failure() {
+            Some(error) => error.to_string(),
+            None => "no IMS access token yet: the first fetch is under way".to_owned(),
+        };
+        let body = serde_json::json!({ "status": "not ready", "reason": reason });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 #[cfg(test)]
@@ -74,7 +92,12 @@ mod tests {
     use tower::ServiceExt;
 
     async fn healthz_of(liveness: Liveness) -> (StatusCode, String) {
-        let router = router(Metrics::new(1 << 20), CancellationToken::new(), liveness);
+        let router = router(
+            Metrics::new(1 << 20),
+            CancellationToken::new(),
+            liveness,
+            None,
+        );
         let request = Request::get("/healthz").body(Body::empty()).unwrap();
         let answer = router.oneshot(request).await.unwrap();
         let status = answer.status();

@@ -67,6 +67,8 @@ pub enum StartError {
     Client(#[from] reqwest::Error),
     #[error(transparent)]
     Tls(#[from] upstream::tls::TlsError),
+    #[error("IMS credentials: {0}")]
+    Ims(#[from] ims::ProviderError),
 }
 
 /// A bound, not yet running inletd. Ports may be 0; [`App::addr`] tells the real ones.
@@ -160,6 +162,8 @@ struct Pipeline {
     ingest: ingest::Ingest,
     worker: JoinHandle<()>,
     dispatch: JoinHandle<()>,
+    /// inletd's IMS token provider, where it holds credentials.
+    ims: Option<ims::TokenProvider>,
 }
 
 /// The tasks serving HTTP (and the metrics upkeep, stopped with them).
@@ -174,6 +178,15 @@ impl Running {
     /// supervised: they end only once the listeners stopped, earlier is a death.
     fn start_pipeline(&self, config: &Config) -> Result<Pipeline, StartError> {
         let upstream = upstream::Upstream::new(config, self.metrics.clone())?;
+        // Fetched in the background: start-up never waits for IMS (`/readyz` does).
+        // Supervised like the others: without it no token would be renewed.
+        let ims = upstream.ims().cloned();
+        if let Some(ims) = &ims {
+            let stop = self.stop_http.clone();
+            self.liveness
+                .spawn("ims refresher", stop.clone(), ims.clone().run(stop));
+            self.metrics.watch_ims(ims.clone());
+        }
         let limits = batcher::Limits {
             max_messages: config.max_batch_messages,
             max_bytes: config.max_batch_bytes,
@@ -206,6 +219,7 @@ impl Running {
             ingest,
             worker,
             dispatch,
+            ims,
         })
     }
 
@@ -237,6 +251,7 @@ impl Running {
                 self.metrics.clone(),
                 self.phases.draining.clone(),
                 self.liveness.clone(),
+                pipeline.ims.clone(),
             ),
             self.stop_http.clone(),
             server::Limits {
@@ -264,6 +279,7 @@ impl Running {
             ingest,
             worker,
             dispatch,
+            ..
         } = pipeline;
         // The worker ends only once every batcher handle is gone, this one included.
         drop(ingest);

@@ -35,6 +35,11 @@ struct Cli {
     #[command(flatten)]
     keys: Layer,
 
+    /// Refused: a secret on the command line shows in `ps` and shell history.
+    /// Declared only so the refusal can say where the secret may come from.
+    #[arg(long, hide = true, value_name = "SECRET")]
+    ims_client_secret: Option<String>,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -67,6 +72,11 @@ const DRAIN_INCOMPLETE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.ims_client_secret.is_some() {
+        let refusal = inletd::ims::not_allowed_here("a command-line flag (--ims-client-secret)");
+        eprintln!("inletd: {refusal}");
+        return ExitCode::from(2);
+    }
     if let Some(Command::Healthcheck { url: Some(url) }) = &cli.command {
         return healthcheck(url);
     }
@@ -169,6 +179,13 @@ fn print_effective(config: &Config) {
             println!("{key} = {value:?}");
         }
     }
+    // A comment, so the output stays a usable config file (where the secret may not be).
+    println!(
+        "# the IMS client secret ({} or {}): {}",
+        inletd::ims::SECRET_ENV,
+        inletd::ims::SECRET_FILE_KEY,
+        config.ims_secret_shown()
+    );
 }
 
 /// `healthcheck`: exit 0 when the probed URL answers 200 (see [`inletd::healthcheck`]).

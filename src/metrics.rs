@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
+mod ims;
 mod process;
+pub use ims::{IMS_TOKEN_EXPIRY, IMS_TOKEN_FETCHES, IMS_TOKEN_REFRESH_FAILING};
 pub use process::{BUILD_INFO, MAX_IN_FLIGHT, REQUEST_TIMEOUT};
 
 pub const MESSAGES_RECEIVED: &str = "inletd_messages_received_total";
@@ -136,6 +138,8 @@ pub struct Metrics {
     pub shed: Counter,
     /// `process_*`, refreshed at each [`Metrics::render`].
     process: metrics_process::Collector,
+    /// The IMS token provider, read at each [`Metrics::render`] (see [`ims`]).
+    ims: std::sync::OnceLock<crate::ims::TokenProvider>,
 }
 
 impl Metrics {
@@ -147,6 +151,7 @@ impl Metrics {
             process::max_buffered(max_buffered_bytes);
             process::build_info();
             describe_upstream_requests();
+            ims::register();
             Arc::new(Metrics {
                 recorder: recorder.clone(),
                 handle: recorder.handle(),
@@ -194,6 +199,7 @@ impl Metrics {
                     SHED
                 ),
                 process: process::process_collector(),
+                ims: std::sync::OnceLock::new(),
             })
         })
     }
@@ -240,9 +246,20 @@ impl Metrics {
         )
     }
 
-    /// The Prometheus text exposition of everything above, `process_*` read just now.
+    /// Exports `provider`'s token metrics from now on (once; a second call is ignored).
+    pub fn watch_ims(&self, provider: crate::ims::TokenProvider) {
+        let _ = self.ims.set(provider);
+    }
+
+    /// The Prometheus text exposition of everything above, `process_*` (and
+    /// the IMS token's state) read just now.
     pub fn render(&self) -> String {
-        metrics::with_local_recorder(self.recorder.as_ref(), || self.process.collect());
+        metrics::with_local_recorder(self.recorder.as_ref(), || {
+            self.process.collect();
+            if let Some(provider) = self.ims.get() {
+                ims::collect(provider);
+            }
+        });
         self.handle.render()
     }
 

@@ -3,6 +3,13 @@
 //! A key is the connection id plus the credential headers a producer sent.
 //! Two producers with different tokens never share a batch, and the
 //! key's `Debug` shows which headers are present, never their values.
+//!
+//! A producer that sent no `Authorization` makes a *managed* key: where
+//! inletd holds IMS credentials, it adds its own token at send time. The key
+//! says only "managed", never which token, so a token refresh neither splits
+//! batches nor leaves buffered messages with a stale token; and since the
+//! `Authorization` is part of the key, a producer's own token never shares a
+//! batch with managed messages.
 
 use std::fmt;
 
@@ -21,6 +28,9 @@ pub const CREDENTIAL_HEADERS: [HeaderName; 4] = [
 pub struct BatchKey {
     connection_id: String,
     credentials: Vec<(HeaderName, HeaderValue)>,
+    /// No `Authorization` from the producer: inletd's own, if it holds IMS
+    /// credentials, is added when a request leaves (without them: none).
+    managed: bool,
 }
 
 impl BatchKey {
@@ -40,6 +50,7 @@ impl BatchKey {
         BatchKey {
             connection_id: connection_id.to_owned(),
             credentials,
+            managed: !headers.contains_key(axum::http::header::AUTHORIZATION),
         }
     }
 
@@ -51,6 +62,12 @@ impl BatchKey {
     pub fn credentials(&self) -> &[(HeaderName, HeaderValue)] {
         &self.credentials
     }
+
+    /// The producer sent no `Authorization`: inletd's IMS token goes with
+    /// these messages, if inletd holds credentials.
+    pub fn managed(&self) -> bool {
+        self.managed
+    }
 }
 
 impl fmt::Debug for BatchKey {
@@ -59,6 +76,7 @@ impl fmt::Debug for BatchKey {
         f.debug_struct("BatchKey")
             .field("connection_id", &self.connection_id)
             .field("credentials", &names)
+            .field("managed", &self.managed)
             .finish()
     }
 }
@@ -87,5 +105,25 @@ mod tests {
         let shown = format!("{ka:?}");
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("authorization"), "{shown}");
+    }
+
+    #[test]
+    fn no_authorization_makes_a_managed_key_apart_from_any_token() {
+        let mut own = HeaderMap::new();
+        own.insert("authorization", HeaderValue::from_static("Bearer mine"));
+        own.insert("x-sandbox-name", HeaderValue::from_static("dev"));
+        let mut managed = own.clone();
+        managed.remove("authorization");
+        let (k_own, k_managed) = (BatchKey::new("c", &own), BatchKey::new("c", &managed));
+        assert!(!k_own.managed());
+        assert!(k_managed.managed());
+        assert_ne!(
+            k_own, k_managed,
+            "own tokens never share a batch with managed ones"
+        );
+        let mut other_sandbox = managed.clone();
+        other_sandbox.insert("x-sandbox-name", HeaderValue::from_static("prod"));
+        assert_ne!(k_managed, BatchKey::new("c", &other_sandbox));
+        assert_eq!(k_managed, BatchKey::new("c", &managed.clone()));
     }
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+use super::ims::{ImsCredentials, SECRET_KEY};
 use super::{ConfigError, HumanDuration, LogFormat, OptionalPath, Switch, UpstreamUrl, ENV_PREFIX};
 
 /// Declares every key once: its type, default (as text, parsed by the same
@@ -30,6 +31,9 @@ macro_rules! config_keys {
         #[derive(Clone, Debug, PartialEq)]
         pub struct Config {
             $( #[doc = $help] pub $key: $ty, )*
+            /// The IMS credentials, secret included, built by `load` from the
+            /// `ims_*` keys (see `super::ims`); none unless `ims_client_id` is set.
+            pub ims: ImsCredentials,
         }
 
         /// Every key name, in declaration order.
@@ -67,7 +71,7 @@ macro_rules! config_keys {
                     $default.parse::<$ty>().unwrap_or_else(|e| {
                         panic!("built-in default of {} does not parse: {e}", stringify!($key))
                     })
-                }), )* }
+                }), )* ims: ImsCredentials::default() }
             }
         }
 
@@ -79,7 +83,9 @@ macro_rules! config_keys {
                 .filter(|name| {
                     name.strip_prefix(ENV_PREFIX).is_some_and(|key| {
                         let key = key.to_ascii_lowercase();
-                        key != "config" && !KEYS.contains(&key.as_str())
+                        key != "config"
+                            && key != SECRET_KEY
+                            && !KEYS.contains(&key.as_str())
                     })
                 })
                 .cloned()
@@ -116,6 +122,11 @@ config_keys! {
     producer_idle_timeout: HumanDuration = "30s", "Longest a producer connection may take to send a request's headers, or sit idle between requests, before it is closed.";
     max_connection_age: HumanDuration = "0s", "Once a producer connection is this old, its next answer carries `Connection: close` and it is closed, so replicas added by an autoscaler get traffic from producers already connected (a gateway: e.g. 5m); 0s: no limit.";
     max_connection_requests: u64 = "0", "After this many answers a producer connection is closed (`Connection: close` on the last); 0: no limit.";
+    ims_client_id: String = "", "Adobe OAuth server-to-server client id: when set, inletd fetches IMS access tokens itself for producers that send no Authorization (also sent as x-api-key); empty: off.";
+    ims_org_id: String = "", "IMS organization id (…@AdobeOrg), sent as x-gw-ims-org-id with inletd's token; required with ims_client_id.";
+    ims_scopes: String = "", "The credential's scopes as one comma-separated value, e.g. `openid,AdobeID,read_organizations`; required with ims_client_id.";
+    ims_token_url: String = "https://ims-na1.adobelogin.com/ims/token/v3", "IMS token endpoint (https://; http:// only to 127.0.0.1 or localhost).";
+    ims_client_secret_file: OptionalPath = "", "File holding the IMS client secret; else INLETD_IMS_CLIENT_SECRET. Never a flag or TOML key. Empty: none.";
     log_format: LogFormat = "text", "Log line format: text or json.";
     log_level: String = "info", "Log filter (tracing EnvFilter syntax, e.g. `info,inletd=debug`); RUST_LOG wins when set.";
 }

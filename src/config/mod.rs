@@ -5,9 +5,11 @@
 //!   [`Config`] derived from it); [`values`]: the value types and their parsers.
 //! - [`sources`]: the injected inputs ([`Sources`]) and their stacking.
 //! - [`validate`]: what parses but cannot work together (refused).
+//! - [`ims`]: the `ims_*` keys and the secret brought together.
 //!
 //! Every error names the key and the source it came from.
 
+mod ims;
 mod keys;
 mod sources;
 #[cfg(test)]
@@ -15,6 +17,7 @@ mod tests;
 mod validate;
 mod values;
 
+pub use ims::{ImsCredentials, SECRET_KEY};
 pub use keys::{unknown_env_vars, Config, Layer, KEYS};
 pub use sources::Sources;
 pub use validate::log_filter;
@@ -43,4 +46,7 @@ pub enum ConfigError {
     Read { path: String, reason: String },
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
+    /// The IMS client secret given where it must not be, twice, or unreadable.
+    #[error(transparent)]
+    Secret(crate::ims::SecretError),
 }

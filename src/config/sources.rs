@@ -44,6 +44,7 @@ impl Config {
     pub fn load(sources: Sources) -> Result<Config, ConfigError> {
         let mut layer = Layer::default();
         if let Some((path, text)) = &sources.file {
+            super::ims::refuse_secret_in_file(path, text)?;
             let file: Layer = toml::from_str(text).map_err(|e| ConfigError::File {
                 path: path.clone(),
                 reason: e.to_string().trim_end().to_owned(),
@@ -52,7 +53,8 @@ impl Config {
         }
         layer.overlay(Layer::from_env_map(&sources.env)?);
         layer.overlay(sources.flags);
-        let config = layer.into_config();
+        let mut config = layer.into_config();
+        config.ims = super::ims::resolve(&config, &sources.env)?;
         config.validate()?;
         Ok(config)
     }

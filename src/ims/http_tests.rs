@@ -1,5 +1,5 @@
 //! The provider against a real HTTP token endpoint on 127.0.0.1 (see
-//! [`super::endpoint`]): what goes over the wire and how IMS's answers are
+//! [`super::endpoint`], the AEP stand-in's): what goes over the wire and how IMS's answers are
 //! taken. Real time, but short back-offs; nothing asserts speed.
 
 use std::time::Duration;
@@ -45,7 +45,7 @@ async fn a_crowd_gets_one_token_from_one_properly_encoded_request() {
         .collect();
     for caller in crowd {
         let token = caller.await.unwrap().unwrap();
-        assert_eq!(token.authorization(), "Bearer ims-token-1");
+        assert_eq!(token.authorization(), "Bearer standin-ims-token-1");
     }
     let seen = endpoint.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -193,7 +193,7 @@ async fn a_rejected_token_is_refreshed_once_for_many_and_not_again_soon() {
         .collect();
     for caller in crowd {
         let token = caller.await.unwrap().unwrap();
-        assert_eq!(token.authorization(), "Bearer ims-token-2");
+        assert_eq!(token.authorization(), "Bearer standin-ims-token-2");
     }
     // The new token is refused as well: no refresh until the cool-down has passed.
     for _ in 0..50 {
@@ -202,7 +202,10 @@ async fn a_rejected_token_is_refreshed_once_for_many_and_not_again_soon() {
         assert!(provider.token().await.unwrap().same_as(&token));
     }
     assert_eq!(endpoint.requests(), 2);
-    assert_eq!(endpoint.issued(), ["ims-token-1", "ims-token-2"]);
+    assert_eq!(
+        endpoint.issued(),
+        ["standin-ims-token-1", "standin-ims-token-2"]
+    );
 }
 
 #[tokio::test]

@@ -11,22 +11,28 @@
 //! - [`timing`]: the [`Timing`] of refreshes, retries and cool-downs.
 //! - [`token`]: the [`Token`], the [`TokenError`] and the fetch counters.
 //!
-//! This module knows nothing of batches or producers. Wiring it in:
+//! This module knows nothing of batches or producers. How the daemon uses it:
 //!
-//! 1. At start, [`TokenProvider::for_ims`] and [`TokenProvider::spawn_refresher`]
-//!    (with the shutdown token): it fetches at once and keeps a token fresh, so
-//!    `/readyz` can follow [`TokenProvider::has_token`] even before any producer.
-//! 2. Per managed upstream request, at send time (never when buffering):
-//!    [`TokenProvider::token`], then [`TokenProvider::headers`]. An error
-//!    becomes the producers' answer (its text says why; `Refused` maps to
-//!    401/403, the others to a 5xx) and nothing goes upstream.
+//! 1. At start (`crate::config::ims` built the [`ImsConfig`]),
+//!    `Upstream::new` builds the provider ([`TokenProvider::for_ims`]) and the
+//!    app runs [`TokenProvider::run`] as a supervised task: it fetches at once
+//!    and keeps a token fresh, and `/readyz` follows
+//!    [`TokenProvider::has_token`]. Start-up never waits for IMS.
+//! 2. Per managed upstream request, at send time (never when buffering),
+//!    `Upstream::exchange_for`: [`TokenProvider::token`], then
+//!    [`TokenProvider::headers`]. An error becomes the producers' answer (its
+//!    text says why; `Refused` maps to 401/403, the others to 503) and
+//!    nothing goes upstream.
 //! 3. On an upstream 401: [`TokenProvider::invalidate`] with the token sent,
 //!    then `token()` again: a different token ([`Token::same_as`]) is resent
 //!    once; the same token back means a refresh is not allowed yet, so the
 //!    producers get the 401.
-//! 4. Metrics: [`TokenProvider::stats`] (fetches by [`FetchResult`]),
-//!    [`TokenProvider::seconds_until_expiry`], and
-//!    [`TokenProvider::last_failure`] for an alert while refreshing fails.
+//! 4. Metrics (`crate::metrics`, at each scrape): [`TokenProvider::stats`]
+//!    (fetches by [`FetchResult`]), [`TokenProvider::seconds_until_expiry`],
+//!    and [`TokenProvider::last_failure`] for the alert while refreshing fails.
+//!
+//! Tests of the provider over HTTP use the AEP stand-in's token endpoint
+//! (`endpoint`, `http_tests`).
 
 pub mod config;
 pub mod fetch;

@@ -80,6 +80,11 @@ pub async fn forward(
             Ok(response)
         }
         Forwarded::TimedOut => Err(Error::Timeout),
+        Forwarded::NoToken { status, message } => Err(Error::Upstream {
+            status,
+            message,
+            retry_after: None,
+        }),
         Forwarded::NotConfirmed(reason) => Err(Error::Upstream {
             status: 502,
             message: format!("{reason}; {NOT_CONFIRMED}"),

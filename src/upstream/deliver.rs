@@ -77,6 +77,11 @@ fn read(exchange: Exchange, sent: usize) -> Reading {
     };
     match exchange {
         Exchange::NotSent { reason } => retry(502, format!("upstream unreachable: {reason}")),
+        // Nothing went upstream; the provider already retried IMS.
+        Exchange::NoToken { status, message } => Reading::Verdict {
+            verdict: Verdict::Final { status, message },
+            retry_after: None,
+        },
         Exchange::Unanswered {
             why: Silence::ConnectionLost,
             reason,

@@ -6,11 +6,20 @@
 //! error; a passed deadline is a 504 "may still be delivered");
 //! an **answered** one surely reached the upstream, so even an unreadable body
 //! never leads to a blind resend.
+//!
+//! A managed request (the producer sent no `Authorization` and inletd holds
+//! IMS credentials, see [`Upstream::exchange_for`]) takes its token at send
+//! time: without one it is **not sent** at all and its callers learn why
+//! ([`Exchange::NoToken`]). A whole-request 401 to it (nothing was accepted)
+//! marks the token rejected; a different token from the provider is sent
+//! once more, the same one back means no refresh is allowed yet and the 401
+//! stands, so a token that keeps being refused causes no storm.
 
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
 use super::Upstream;
+use crate::ims::{Token, TokenError, TokenProvider};
 
 /// Why a sent request got no status line back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +48,23 @@ pub enum Exchange {
         headers: reqwest::header::HeaderMap,
         body: AnswerBody,
     },
+    /// A managed request never sent because no IMS token could be had:
+    /// `status` (401/403 for refused credentials, else 503) and a message
+    /// saying why, fit for the producers (never a secret or a token).
+    NoToken { status: u16, message: String },
+}
+
+/// The producers' status when no token could be had.
+fn no_token(error: &TokenError) -> Exchange {
+    let status = match error {
+        TokenError::Refused { status: 403, .. } => 403,
+        TokenError::Refused { .. } => 401,
+        TokenError::Unavailable(_) | TokenError::BadAnswer(_) => 503,
+    };
+    Exchange::NoToken {
+        status,
+        message: error.to_string(),
+    }
 }
 
 /// The most an upstream answer body may take: a 207 for `max_batch_messages`
@@ -86,8 +112,49 @@ impl Upstream {
             Exchange::NotSent { .. } | Exchange::Unanswered { .. } => {
                 self.metrics.upstream_failure("error")
             }
+            // Decided before a request exists; `send` never gives it.
+            Exchange::NoToken { .. } => {}
         }
         exchange
+    }
+
+    /// [`Upstream::exchange`], with inletd's IMS token added when `managed`
+    /// and inletd holds credentials (else exactly `exchange`). `request` may
+    /// be built twice: once more after a 401, with a fresh token.
+    pub(super) async fn exchange_for(
+        &self,
+        managed: bool,
+        request: impl Fn() -> reqwest::RequestBuilder,
+        deadline: Instant,
+    ) -> Exchange {
+        let Some(ims) = self.ims.as_ref().filter(|_| managed) else {
+            return self.exchange(request, deadline).await;
+        };
+        let sent = match token_before(ims, deadline).await {
+            Ok(token) => token,
+            Err(exchange) => return exchange,
+        };
+        // `headers` replaces any org id or API key of the producer's own.
+        let exchange = self
+            .exchange(|| request().headers(ims.headers(&sent)), deadline)
+            .await;
+        if !matches!(exchange, Exchange::Answered { status: 401, .. }) {
+            return exchange;
+        }
+        ims.invalidate(&sent);
+        match token_before(ims, deadline).await {
+            Ok(fresh) if !fresh.same_as(&sent) => {
+                tracing::info!(
+                    generation = fresh.generation(),
+                    "upstream refused the IMS token (401); sending once more with a new one"
+                );
+                self.exchange(|| request().headers(ims.headers(&fresh)), deadline)
+                    .await
+            }
+            // The same token: a refresh for a rejection is not allowed yet.
+            Ok(_) => exchange,
+            Err(no_token) => no_token,
+        }
     }
 
     async fn send(&self, request: reqwest::RequestBuilder, deadline: Instant) -> Exchange {
@@ -127,6 +194,21 @@ impl Upstream {
             headers,
             body,
         }
+    }
+}
+
+/// The provider's token, or the exchange that ends the request without one;
+/// the wait for a fetch counts against `deadline`.
+async fn token_before(ims: &TokenProvider, deadline: Instant) -> Result<Token, Exchange> {
+    match tokio::time::timeout_at(deadline, ims.token()).await {
+        Ok(Ok(token)) => Ok(token),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "no IMS token for a managed request");
+            Err(no_token(&error))
+        }
+        Err(_) => Err(Exchange::NotSent {
+            reason: "no IMS token came before the callers' deadline".into(),
+        }),
     }
 }
 
@@ -174,6 +256,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_token_is_401_or_403_for_refused_credentials_else_503_saying_why() {
+        let refused = |status| TokenError::Refused {
+            status,
+            error: "invalid_client".into(),
+        };
+        for (error, expected) in [
+            (refused(400), 401),
+            (refused(401), 401),
+            (refused(403), 403),
+            (TokenError::Unavailable("HTTP 503".into()), 503),
+            (
+                TokenError::BadAnswer("expires_in is out of range".into()),
+                503,
+            ),
+        ] {
+            match no_token(&error) {
+                Exchange::NoToken { status, message } => {
+                    assert_eq!(status, expected, "{error}");
+                    assert!(message.contains("could not be obtained"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn the_body_limit_grows_with_the_batch_and_never_overflows() {

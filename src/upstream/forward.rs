@@ -28,6 +28,9 @@ pub enum Forwarded {
     NotConfirmed(String),
     /// Never sent: why (never holding the URL or a credential).
     Unreachable(String),
+    /// Never sent: inletd holds IMS credentials but could get no token.
+    /// `status` is 401/403 (refused credentials) or 503, `message` says why.
+    NoToken { status: u16, message: String },
 }
 
 /// Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1),
@@ -88,11 +91,13 @@ impl Upstream {
         let url = self.base.endpoint(&["collection", connection_id], query);
         let request = || {
             self.client
-                .post(url)
+                .post(url.clone())
                 .headers(end_to_end(headers))
-                .body(body)
+                .body(body.clone())
         };
-        match self.exchange(request, deadline).await {
+        // No `Authorization` of the producer's own: inletd's token, if it has credentials.
+        let managed = !headers.contains_key(axum::http::header::AUTHORIZATION);
+        match self.exchange_for(managed, request, deadline).await {
             Exchange::Answered {
                 status,
                 headers,
@@ -115,6 +120,7 @@ impl Upstream {
                 Forwarded::NotConfirmed(format!("upstream connection failed: {reason}"))
             }
             Exchange::NotSent { reason } => Forwarded::Unreachable(reason),
+            Exchange::NoToken { status, message } => Forwarded::NoToken { status, message },
         }
     }
 }

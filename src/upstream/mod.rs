@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::batcher::{Batch, BatchKey, Message};
 use crate::config::{Config, UpstreamUrl};
+use crate::ims::{Timing, TokenProvider};
 use crate::metrics::Metrics;
 use crate::StartError;
 pub use exchange::{AnswerBody, Exchange, Silence};
@@ -48,6 +49,8 @@ pub struct Upstream {
     /// The most an answer body may take (see [`exchange::body_limit`]).
     body_limit: usize,
     metrics: Arc<Metrics>,
+    /// inletd's own IMS credentials, for managed keys (see [`exchange`]).
+    ims: Option<TokenProvider>,
 }
 
 impl Upstream {
@@ -70,6 +73,10 @@ impl Upstream {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("inletd/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let ims = match config.ims.get() {
+            Some(ims) => Some(TokenProvider::for_ims(ims, Timing::default())?),
+            None => None,
+        };
         Ok(Arc::new(Upstream {
             client,
             base: config.upstream.clone(),
@@ -81,7 +88,14 @@ impl Upstream {
             ),
             body_limit: exchange::body_limit(config.max_batch_messages),
             metrics,
+            ims,
         }))
+    }
+
+    /// The token provider, where inletd holds IMS credentials (for its
+    /// refresher, `/readyz` and the metrics).
+    pub fn ims(&self) -> Option<&TokenProvider> {
+        self.ims.as_ref()
     }
 
     /// Takes flushed batches and delivers each in its own task (tracked, so
@@ -140,8 +154,12 @@ impl Transport for Upstream {
         messages: &[Message],
         deadline: Instant,
     ) -> Exchange {
-        self.exchange(|| self.batch_request(key, messages), deadline)
-            .await
+        self.exchange_for(
+            key.managed(),
+            || self.batch_request(key, messages),
+            deadline,
+        )
+        .await
     }
 }
 

@@ -157,8 +157,19 @@ fn plain(response: Response) -> Answer {
     }
 }
 
-/// 401 without a token, 403 with the wrong one, when a token is required.
+/// 401 without a token, 403 with the wrong one, when a token is required;
+/// 401 without a good token issued by the IMS stand-in, when that is required.
 fn check_auth(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    if shared
+        .config
+        .ims
+        .as_ref()
+        .is_some_and(|ims| ims.require_token)
+    {
+        if let Some(refusal) = shared.issuer.check(headers) {
+            return Some(refusal);
+        }
+    }
     let required = shared.config.required_token.as_deref()?;
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Some(error_response(

@@ -12,6 +12,8 @@
 //! - `single.rs`: `POST /collection/{id}`;
 //! - `message.rs`: per-message checks and the test directives in `body.standin`;
 //! - `faults.rs`: the injectable [`Fault`]s and their answers;
+//! - `ims.rs`: the IMS token endpoint `POST /ims/token/v3` and the check of
+//!   the tokens it issued (`POST /standin/ims` steers it);
 //! - `redirect.rs`: the second listener [`Fault::Redirect`] points to;
 //! - `serve.rs`: the accept loop, with a per-connection kill switch;
 //! - `tls.rs`: HTTPS with a CA and certificate generated at start-up;
@@ -20,6 +22,9 @@
 
 mod batch;
 mod faults;
+mod ims;
+#[cfg(test)]
+mod ims_tests;
 mod ingest;
 mod message;
 mod redirect;
@@ -45,6 +50,7 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 
 pub use faults::Fault;
+pub use ims::{ImsHandle, StandInIms, TokenRequest, TOKEN_PATH};
 pub use state::{Delivered, RecordedRequest, StandInHandle};
 pub use tls::{Alpn, StandInTls, TlsSetupError};
 
@@ -71,6 +77,9 @@ pub struct StandInConfig {
     /// If set, the main listener serves HTTPS with this certificate (the
     /// redirect target of [`Fault::Redirect`] stays plain HTTP).
     pub tls: Option<StandInTls>,
+    /// If set, `POST /ims/token/v3` issues tokens to this client (see
+    /// [`StandInIms`]), and ingestion may require them.
+    pub ims: Option<StandInIms>,
 }
 
 impl Default for StandInConfig {
@@ -82,6 +91,7 @@ impl Default for StandInConfig {
             ims_org: None,
             record: true,
             tls: None,
+            ims: None,
         }
     }
 }
@@ -166,6 +176,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/standin/stats", get(stats_route))
         .route("/standin/messages", get(messages_route))
         .route("/standin/reset", post(reset_route))
+        .route(TOKEN_PATH, post(token_route))
+        .route("/standin/ims", post(ims_route))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -204,6 +216,36 @@ async fn faults_route(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
         Err(err) => error_response(
             StatusCode::BAD_REQUEST,
             &format!("expected a JSON array of faults: {err}"),
+        ),
+    }
+}
+
+async fn token_route(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    shared
+        .issuer
+        .issue(shared.config.ims.as_ref(), &headers, &body)
+}
+
+/// `POST /standin/ims` with e.g. `{"fail_next":3}`, `{"revoke":true}`,
+/// `{"reject_all":true}` or `{"expires_in":30}`.
+async fn ims_route(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<ims::Control>(&body) {
+        Ok(control) => {
+            control.apply(&ImsHandle(&shared.issuer));
+            json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "token_requests": ImsHandle(&shared.issuer).requests() }),
+            )
+        }
+        Err(err) => error_response(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "expected {{\"fail_next\",\"fail_status\",\"expires_in\",\"revoke\",\"reject_all\"}}: {err}"
+            ),
         ),
     }
 }

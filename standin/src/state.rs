@@ -114,6 +114,8 @@ pub(super) struct Shared {
     pub concurrency: Concurrency,
     /// `http://host:port` of the redirect target ([`Fault::Redirect`]).
     pub redirect_base: String,
+    /// The IMS token endpoint's memory (see `ims.rs`).
+    pub issuer: crate::ims::Issuer,
     salt: u32,
     next_id: AtomicU64,
     inner: Mutex<Inner>,
@@ -126,6 +128,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             concurrency: Concurrency::default(),
             redirect_base: String::new(),
+            issuer: crate::ims::Issuer::default(),
             salt: rand::random(),
             next_id: AtomicU64::new(1),
             inner: Mutex::new(Inner::default()),
@@ -271,6 +274,11 @@ pub struct StandInHandle {
 impl StandInHandle {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
         StandInHandle { shared }
+    }
+
+    /// The IMS token endpoint: its records and faults on demand.
+    pub fn ims(&self) -> crate::ImsHandle<'_> {
+        crate::ImsHandle(&self.shared.issuer)
     }
 
     /// Queues faults; each ingestion request (batch or single) pops one, in order.

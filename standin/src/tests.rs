@@ -9,15 +9,15 @@ use tokio::task::JoinHandle;
 
 use super::{Fault, StandIn, StandInConfig, StandInHandle};
 
-struct Running {
-    base: String,
-    handle: StandInHandle,
-    client: reqwest::Client,
+pub(crate) struct Running {
+    pub base: String,
+    pub handle: StandInHandle,
+    pub client: reqwest::Client,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
-async fn start(config: StandInConfig) -> Running {
+pub(crate) async fn start(config: StandInConfig) -> Running {
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     let standin = StandIn::bind(addr, config).await.expect("bind");
     let base = format!("http://{}", standin.local_addr());
@@ -36,7 +36,7 @@ async fn start(config: StandInConfig) -> Running {
 }
 
 impl Running {
-    async fn post(
+    pub async fn post(
         &self,
         path: &str,
         body: impl Into<reqwest::Body>,
@@ -54,13 +54,13 @@ impl Running {
         (status, headers, response.text().await.expect("body"))
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.expect("join").expect("serve");
     }
 }
 
-fn json_of(text: &str) -> Value {
+pub(crate) fn json_of(text: &str) -> Value {
     serde_json::from_str(text).expect("json answer")
 }
 

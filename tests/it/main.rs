@@ -14,6 +14,8 @@ mod failures;
 mod fanout;
 mod flush;
 mod forward;
+mod ims;
+mod ims_cli;
 mod logs;
 mod memory;
 mod metrics;

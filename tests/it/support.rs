@@ -59,7 +59,7 @@ impl TestApp {
         Self::start_on(standin, config).await
     }
 
-    async fn start_on(standin: StandIn, config: Config) -> TestApp {
+    pub async fn start_on(standin: StandIn, config: Config) -> TestApp {
         let standin_stop = CancellationToken::new();
         let handle = standin.handle();
         let stop_token = standin_stop.clone();

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aep_standin::{Alpn, StandIn, StandInConfig, StandInTls};
+use aep_standin::{Alpn, StandIn, StandInConfig, StandInIms, StandInTls};
 use clap::Parser;
 
 /// A local stand-in for Adobe Experience Platform (AEP) streaming ingestion, for
@@ -20,7 +20,9 @@ use clap::Parser;
 /// short_responses, long_responses, garbage, plain_ok, delay, hang, cut_body,
 /// redirect, reset_mid_request, slow_body, odd_codes), `GET /standin/stats`,
 /// `GET /standin/messages` (the xactionIds delivered per `body.xdmEntity._id`)
-/// and `POST /standin/reset`. A message whose body holds
+/// and `POST /standin/reset`. With --ims-client-id it also serves an Adobe IMS
+/// token endpoint, `POST /ims/token/v3`, steered by `POST /standin/ims`.
+/// A message whose body holds
 /// `"standin":{"status":503,"times":2}` fails with that status the first 2
 /// times it is seen; `"standin":{"poison":true}` makes its whole batch a 400.
 #[derive(Debug, Parser)]
@@ -49,6 +51,26 @@ struct Args {
     /// Keep only counters, not every request and message (for long benchmarks).
     #[arg(long)]
     no_record: bool,
+
+    /// Serve an IMS token endpoint, `POST /ims/token/v3`, issuing tokens to
+    /// this client id (with --ims-client-secret). Steer it with
+    /// `POST /standin/ims` (`{"fail_next":3}`, `{"revoke":true}`,
+    /// `{"reject_all":true}`, `{"expires_in":30}`).
+    #[arg(long, requires = "ims_client_secret")]
+    ims_client_id: Option<String>,
+
+    /// The secret the IMS token endpoint accepts (a stand-in's, not a real one).
+    #[arg(long, requires = "ims_client_id")]
+    ims_client_secret: Option<String>,
+
+    /// Lifetime (`expires_in`) of the tokens it issues, e.g. `60s`.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    ims_token_lifetime: Duration,
+
+    /// Ingestion requires `Authorization: Bearer <a token the IMS endpoint
+    /// issued, not expired, not revoked>` (401 otherwise).
+    #[arg(long, requires = "ims_client_id")]
+    require_ims_token: bool,
 
     /// Serve HTTPS (h2 and http/1.1) with a CA and certificate generated now,
     /// writing the CA's certificate (PEM) to this file for the client to trust
@@ -94,6 +116,12 @@ async fn main() -> ExitCode {
         ims_org: args.ims_org,
         record: !args.no_record,
         tls,
+        ims: args.ims_client_id.map(|client_id| StandInIms {
+            client_id,
+            client_secret: args.ims_client_secret.unwrap_or_default(),
+            expires_in: args.ims_token_lifetime,
+            require_token: args.require_ims_token,
+        }),
     };
     let standin = match StandIn::bind(args.listen, config).await {
         Ok(standin) => standin,
