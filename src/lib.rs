@@ -65,6 +65,8 @@ pub enum StartError {
     Client(#[from] reqwest::Error),
     #[error(transparent)]
     Tls(#[from] upstream::tls::TlsError),
+    #[error(transparent)]
+    Spool(#[from] spool::OpenError),
 }
 
 /// A bound, not yet running inletd. Ports may be 0; [`App::addr`] tells the real ones.
@@ -122,7 +124,7 @@ impl App {
             stop_http: CancellationToken::new(),
             liveness: supervise::Liveness::default(),
         };
-        let pipeline = running.start_pipeline(&config)?;
+        let pipeline = running.start_pipeline(&config).await?;
         let listeners = running.start_listeners(&config, listener, admin_listener, &pipeline);
         tracing::info!(
             %addr, %admin_addr, upstream = %config.upstream,
@@ -158,6 +160,10 @@ struct Pipeline {
     ingest: ingest::Ingest,
     worker: JoinHandle<()>,
     dispatch: JoinHandle<()>,
+    /// Closed last, once nothing can ack or dead-letter any more.
+    spool: Option<spool::Spool>,
+    /// Stops by itself at the drain; aborted at the end in case it waits.
+    replay: Option<JoinHandle<()>>,
 }
 
 /// The tasks serving HTTP (and the metrics upkeep, stopped with them).
@@ -170,8 +176,15 @@ struct Listeners {
 impl Running {
     /// The upstream client, the batcher worker and the dispatch loop, both
     /// supervised: they end only once the listeners stopped, earlier is a death.
-    fn start_pipeline(&self, config: &Config) -> Result<Pipeline, StartError> {
-        let upstream = upstream::Upstream::new(config, self.metrics.clone())?;
+    /// With `spool_dir`: the spool opened, and its replay started.
+    async fn start_pipeline(&self, config: &Config) -> Result<Pipeline, StartError> {
+        let opened = match &config.spool_dir.0 {
+            Some(dir) => Some(open_spool(config, dir.clone(), &self.metrics).await?),
+            None => None,
+        };
+        let patience =
+            upstream::Patience::new(config.request_timeout.0, self.phases.draining.clone());
+        let upstream = upstream::Upstream::with_patience(config, self.metrics.clone(), patience)?;
         let limits = batcher::Limits {
             max_messages: config.max_batch_messages,
             max_bytes: config.max_batch_bytes,
@@ -199,11 +212,23 @@ impl Running {
             upstream,
             self.metrics.clone(),
             &self.phases,
+            opened.as_ref().map(|(spool, _)| spool.clone()),
         );
+        let (spool, replay) = match opened {
+            Some((spool, replay)) => {
+                let task = ingest
+                    .clone()
+                    .replay(replay, spool.clone(), config.spool_max_age.0);
+                (Some(spool), Some(tokio::spawn(task)))
+            }
+            None => (None, None),
+        };
         Ok(Pipeline {
             ingest,
             worker,
             dispatch,
+            spool,
+            replay,
         })
     }
 
@@ -262,7 +287,12 @@ impl Running {
             ingest,
             worker,
             dispatch,
+            spool,
+            replay,
         } = pipeline;
+        if let Some(replay) = replay {
+            replay.abort();
+        }
         // The worker ends only once every batcher handle is gone, this one included.
         drop(ingest);
         self.stop_http.cancel();
@@ -273,5 +303,42 @@ impl Running {
         // connection task that outlived the listener may still hold one, so the wait is bounded.
         let _ = tokio::time::timeout(shutdown::TASK_EXIT, worker).await;
         let _ = tokio::time::timeout(shutdown::TASK_EXIT, dispatch).await;
+        if let Some(spool) = spool {
+            // Undelivered records stay for the next start.
+            spool.close().await;
+        }
     }
+}
+
+/// Opens `spool_dir` (blocking: it reads every segment once) with its
+/// metrics attached, and logs what it found.
+async fn open_spool(
+    config: &Config,
+    dir: std::path::PathBuf,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<(spool::Spool, spool::Replay), StartError> {
+    let mut options = spool::SpoolOptions::new(dir.clone());
+    options.max_spool_bytes = config.max_spool_bytes;
+    options.on_sync = Some(metrics.spool.sync_observer());
+    let opened = tokio::task::spawn_blocking(move || spool::Spool::open(options)).await;
+    let (spool, replay) = match opened {
+        Ok(result) => result?,
+        Err(e) => {
+            return Err(StartError::Spool(spool::OpenError {
+                dir,
+                what: "opening was interrupted",
+                source: std::io::Error::other(e.to_string()),
+            }))
+        }
+    };
+    let stats = spool.stats();
+    metrics.spool.attach(stats.clone(), config.max_spool_bytes);
+    tracing::info!(
+        dir = %dir.display(),
+        undelivered = stats.messages(),
+        bytes = stats.bytes(),
+        corrupt_records = stats.corrupt_records(),
+        "spool opened"
+    );
+    Ok((spool, replay))
 }

@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 
 mod process;
+mod spool;
 pub use process::{BUILD_INFO, MAX_IN_FLIGHT, REQUEST_TIMEOUT};
+pub use spool::*;
 
 pub const MESSAGES_RECEIVED: &str = "inletd_messages_received_total";
 pub const MESSAGE_RESULTS: &str = "inletd_message_results_total";
@@ -134,6 +136,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub message_wait: Histogram,
     pub shed: Counter,
+    /// Fire-and-forget and the spool (see [`spool`]).
+    pub spool: SpoolMetrics,
     /// `process_*`, refreshed at each [`Metrics::render`].
     process: metrics_process::Collector,
 }
@@ -193,6 +197,7 @@ impl Metrics {
                     description: "Producer requests refused with 429 because the buffer was full.",
                     SHED
                 ),
+                spool: SpoolMetrics::register(),
                 process: process::process_collector(),
             })
         })
@@ -242,6 +247,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of everything above, `process_*` read just now.
     pub fn render(&self) -> String {
+        self.spool.refresh();
         metrics::with_local_recorder(self.recorder.as_ref(), || self.process.collect());
         self.handle.render()
     }
@@ -274,6 +280,7 @@ fn recorder() -> PrometheusRecorder {
         (BATCH_BYTES, BYTE_BUCKETS),
         (UPSTREAM_DURATION, SECONDS_BUCKETS),
         (MESSAGE_WAIT, SECONDS_BUCKETS),
+        (SPOOL_SYNC, SYNC_BUCKETS),
     ];
     let mut builder = PrometheusBuilder::new();
     for (name, values) in buckets {

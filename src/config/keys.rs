@@ -116,6 +116,10 @@ config_keys! {
     producer_idle_timeout: HumanDuration = "30s", "Longest a producer connection may take to send a request's headers, or sit idle between requests, before it is closed.";
     max_connection_age: HumanDuration = "0s", "Once a producer connection is this old, its next answer carries `Connection: close` and it is closed, so replicas added by an autoscaler get traffic from producers already connected (a gateway: e.g. 5m); 0s: no limit.";
     max_connection_requests: u64 = "0", "After this many answers a producer connection is closed (`Connection: close` on the last); 0: no limit.";
+    async_default: Switch = "false", "Answer every producer 202 Accepted without waiting for the upstream (fire-and-forget), as if each sent `Prefer: respond-async`; `?syncValidation=true` and raw data stay synchronous.";
+    spool_dir: OptionalPath = "", "Directory of the durable spool: with it a fire-and-forget 202 means the message is fdatasync'd there and survives a crash or restart; empty: fire-and-forget messages are held in memory only (lost if the process dies).";
+    max_spool_bytes: u64 = "1073741824", "Bound of the spool on disk; past it fire-and-forget producers get 429 with Retry-After.";
+    spool_max_age: HumanDuration = "24h", "A spooled message still undelivered this long after it was accepted goes to the dead-letter file.";
     log_format: LogFormat = "text", "Log line format: text or json.";
     log_level: String = "info", "Log filter (tracing EnvFilter syntax, e.g. `info,inletd=debug`); RUST_LOG wins when set.";
 }

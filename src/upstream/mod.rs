@@ -18,6 +18,7 @@ mod deliver_props;
 mod deliver_tests;
 mod exchange;
 pub mod forward;
+mod patience;
 pub mod retry;
 #[cfg(test)]
 mod scripted;
@@ -37,6 +38,7 @@ use crate::config::{Config, UpstreamUrl};
 use crate::metrics::Metrics;
 use crate::StartError;
 pub use exchange::{AnswerBody, Exchange, Silence};
+pub use patience::Patience;
 pub use retry::RetryPolicy;
 
 /// The pooled client and its in-flight limit, shared by every delivery.
@@ -48,10 +50,26 @@ pub struct Upstream {
     /// The most an answer body may take (see [`exchange::body_limit`]).
     body_limit: usize,
     metrics: Arc<Metrics>,
+    /// How spooled messages are delivered (no producer deadline).
+    patience: Patience,
 }
 
 impl Upstream {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Upstream>, StartError> {
+        Upstream::with_patience(
+            config,
+            metrics,
+            Patience::new(config.request_timeout.0, CancellationToken::new()),
+        )
+    }
+
+    /// [`Upstream::new`] whose spooled deliveries stop being resent once
+    /// `patience.draining` is cancelled.
+    pub fn with_patience(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        patience: Patience,
+    ) -> Result<Arc<Upstream>, StartError> {
         // rustls with our roots and ALPN (see `tls`); HTTPS_PROXY / NO_PROXY are
         // honoured by reqwest's system proxy support, tunnelling with CONNECT.
         let tls = tls::client_config(
@@ -81,6 +99,7 @@ impl Upstream {
             ),
             body_limit: exchange::body_limit(config.max_batch_messages),
             metrics,
+            patience,
         }))
     }
 
