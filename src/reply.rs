@@ -382,3 +382,6 @@ pub(crate) mod tests {
         assert!(metrics.render().contains("inletd_buffered_bytes 0"));
     }
 }
+
+#[cfg(test)]
+mod sink_tests;

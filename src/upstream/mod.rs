@@ -15,6 +15,8 @@ mod deliver;
 #[cfg(test)]
 mod deliver_props;
 #[cfg(test)]
+mod deliver_spool_tests;
+#[cfg(test)]
 mod deliver_tests;
 mod exchange;
 pub mod forward;
