@@ -74,6 +74,8 @@ pub struct App {
     config: Config,
     listener: TcpListener,
     admin_listener: TcpListener,
+    /// The spool's file operations: the real ones unless a test injects faults.
+    spool_storage: Option<Arc<dyn spool::Storage>>,
 }
 
 impl App {
@@ -90,7 +92,15 @@ impl App {
             config,
             listener,
             admin_listener,
+            spool_storage: None,
         })
+    }
+
+    /// Runs the spool (with `spool_dir`) over `storage` instead of the real
+    /// files' operations: how tests inject a full disk or an I/O error.
+    pub fn with_spool_storage(mut self, storage: Arc<dyn spool::Storage>) -> App {
+        self.spool_storage = Some(storage);
+        self
     }
 
     /// The producers' address.
@@ -113,6 +123,7 @@ impl App {
             config,
             listener,
             admin_listener,
+            spool_storage,
         } = self;
         let running = Running {
             metrics: metrics::Metrics::for_config(&config),
@@ -124,7 +135,7 @@ impl App {
             stop_http: CancellationToken::new(),
             liveness: supervise::Liveness::default(),
         };
-        let pipeline = running.start_pipeline(&config).await?;
+        let pipeline = running.start_pipeline(&config, spool_storage).await?;
         let listeners = running.start_listeners(&config, listener, admin_listener, &pipeline);
         tracing::info!(
             %addr, %admin_addr, upstream = %config.upstream,
@@ -177,9 +188,13 @@ impl Running {
     /// The upstream client, the batcher worker and the dispatch loop, both
     /// supervised: they end only once the listeners stopped, earlier is a death.
     /// With `spool_dir`: the spool opened, and its replay started.
-    async fn start_pipeline(&self, config: &Config) -> Result<Pipeline, StartError> {
+    async fn start_pipeline(
+        &self,
+        config: &Config,
+        storage: Option<Arc<dyn spool::Storage>>,
+    ) -> Result<Pipeline, StartError> {
         let opened = match &config.spool_dir.0 {
-            Some(dir) => Some(open_spool(config, dir.clone(), &self.metrics).await?),
+            Some(dir) => Some(open_spool(config, dir.clone(), storage, &self.metrics).await?),
             None => None,
         };
         let patience =
@@ -315,9 +330,13 @@ impl Running {
 async fn open_spool(
     config: &Config,
     dir: std::path::PathBuf,
+    storage: Option<Arc<dyn spool::Storage>>,
     metrics: &Arc<metrics::Metrics>,
 ) -> Result<(spool::Spool, spool::Replay), StartError> {
     let mut options = spool::SpoolOptions::new(dir.clone());
+    if let Some(storage) = storage {
+        options.storage = storage;
+    }
     options.max_spool_bytes = config.max_spool_bytes;
     options.on_sync = Some(metrics.spool.sync_observer());
     let opened = tokio::task::spawn_blocking(move || spool::Spool::open(options)).await;

@@ -20,5 +20,6 @@ mod paths;
 mod prometheus;
 mod shutdown;
 mod slow;
+mod spool;
 mod tls;
 mod upstream_answers;
