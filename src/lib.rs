@@ -326,7 +326,7 @@ impl Running {
 }
 
 /// Opens `spool_dir` (blocking: it reads every segment once) with its
-/// metrics attached, and logs what it found.
+/// metrics attached.
 async fn open_spool(
     config: &Config,
     dir: std::path::PathBuf,
@@ -350,14 +350,7 @@ async fn open_spool(
             }))
         }
     };
-    let stats = spool.stats();
-    metrics.spool.attach(stats.clone(), config.max_spool_bytes);
-    tracing::info!(
-        dir = %dir.display(),
-        undelivered = stats.messages(),
-        bytes = stats.bytes(),
-        corrupt_records = stats.corrupt_records(),
-        "spool opened"
-    );
+    // The spool logs what it found itself (segments, undelivered, damage).
+    metrics.spool.attach(spool.stats(), config.max_spool_bytes);
     Ok((spool, replay))
 }

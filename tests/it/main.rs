@@ -21,5 +21,6 @@ mod prometheus;
 mod shutdown;
 mod slow;
 mod spool;
+mod spool_crash;
 mod tls;
 mod upstream_answers;
