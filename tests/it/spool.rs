@@ -271,6 +271,57 @@ async fn a_failed_write_answers_503_and_the_spool_recovers() {
     assert!(!by_id.contains_key("lost-1") && !by_id.contains_key("lost-2"));
 }
 
+/// Holds every segment sync, once armed, until opened; counts the syncs held.
+#[derive(Default)]
+struct HeldSync {
+    armed: AtomicBool,
+    held: std::sync::Mutex<usize>,
+    open: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl Storage for HeldSync {
+    fn sync_data(&self, kind: FileKind, file: &std::fs::File) -> std::io::Result<()> {
+        if kind == FileKind::Segment && self.armed.load(Ordering::SeqCst) {
+            *self.held.lock().unwrap() += 1;
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.changed.wait(open).unwrap();
+            }
+        }
+        file.sync_data()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_202_before_the_sync_covering_the_message_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(HeldSync::default());
+    let storage = gate.clone();
+    let app = TestApp::start_adjusted(StandInConfig::default(), spooled_in(dir.path()), |app| {
+        app.with_spool_storage(storage)
+    })
+    .await;
+    gate.armed.store(true, Ordering::SeqCst);
+    let app = Arc::new(app);
+    let sender = app.clone();
+    let answer = tokio::spawn(async move {
+        sender
+            .post("/collection/c1", message("synced-1", ""), &[ASYNC])
+            .await
+    });
+    eventually("the sync covering the message is under way", || async {
+        *gate.held.lock().unwrap() > 0
+    })
+    .await;
+    assert!(!answer.is_finished(), "answered before its sync returned");
+    *gate.open.lock().unwrap() = true;
+    gate.changed.notify_all();
+    let answer = answer.await.unwrap();
+    assert_eq!(answer.status, 202, "{}", answer.text);
+    delivered(&app, &["synced-1".into()]).await;
+}
+
 #[tokio::test]
 async fn sigterm_leaves_undelivered_spooled_messages_for_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
