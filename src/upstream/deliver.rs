@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::answer::{classify, BatchAnswer, Entry, Verdict};
 use super::bisect::Probe;
-use super::patience::{partition, Patience};
+use super::patience::{expire, partition, Patience};
 use super::{retry, Exchange, RetryPolicy, Silence, Transport, Upstream};
 use crate::batcher::{Batch, BatchKey, Message};
 use crate::metrics::Metrics;
@@ -373,27 +373,6 @@ impl<T: Transport> Courier<'_, T> {
 pub(super) fn halves(mut first: Vec<Message>) -> (Vec<Message>, Vec<Message>) {
     let second = first.split_off(first.len() / 2);
     (first, second)
-}
-
-/// Answers the messages whose deadline has passed: the callers' (504), or
-/// a spooled message's age limit (dead-lettered).
-fn expire(messages: &mut Vec<Message>) {
-    let now = Instant::now();
-    if messages.iter().all(|m| m.reply.deadline() > now) {
-        return;
-    }
-    let (live, late): (Vec<_>, Vec<_>) = std::mem::take(messages)
-        .into_iter()
-        .partition(|m| m.reply.deadline() > now);
-    *messages = live;
-    for m in late {
-        let outcome = if m.reply.is_spooled() {
-            Outcome::expired()
-        } else {
-            Outcome::timed_out()
-        };
-        m.reply.send(outcome);
-    }
 }
 
 pub(super) fn fail_all(messages: Vec<Message>, outcome: &Outcome) {

@@ -130,3 +130,24 @@ impl<T: Transport> Courier<'_, T> {
         Some(part)
     }
 }
+
+/// Answers the messages whose deadline has passed: the callers' (504), or
+/// a spooled message's age limit (dead-lettered).
+pub(super) fn expire(messages: &mut Vec<Message>) {
+    let now = Instant::now();
+    if messages.iter().all(|m| m.reply.deadline() > now) {
+        return;
+    }
+    let (live, late): (Vec<_>, Vec<_>) = std::mem::take(messages)
+        .into_iter()
+        .partition(|m| m.reply.deadline() > now);
+    *messages = live;
+    for m in late {
+        let outcome = if m.reply.is_spooled() {
+            Outcome::expired()
+        } else {
+            Outcome::timed_out()
+        };
+        m.reply.send(outcome);
+    }
+}
