@@ -177,6 +177,20 @@ mod tests {
     }
 
     #[test]
+    fn spool_refusals_are_429_or_503_with_retry_after() {
+        use crate::spool::SpoolError;
+        let full = Error::Spool(SpoolError::Full { max: 10 }).into_response();
+        assert_eq!(full.status(), 429);
+        assert_eq!(full.headers()[header::RETRY_AFTER], "5");
+        let disk = std::sync::Arc::new(std::io::Error::from_raw_os_error(28));
+        for e in [SpoolError::Io(disk), SpoolError::Closed] {
+            let r = Error::Spool(e).into_response();
+            assert_eq!(r.status(), 503);
+            assert!(r.headers().contains_key(header::RETRY_AFTER));
+        }
+    }
+
+    #[test]
     fn an_upstream_429_carries_its_retry_after_rounded_up() {
         let busy = |after| Error::Upstream {
             status: 429,
