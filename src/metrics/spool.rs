@@ -174,3 +174,46 @@ impl SpoolMetrics {
         self.corrupt.absolute(stats.corrupt_records());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    #[test]
+    fn the_spools_figures_are_exported_at_each_render() {
+        let m = Metrics::new(1000);
+        let before = m.render();
+        assert!(before.contains("inletd_spool_max_bytes 0"), "{before}");
+        let stats = Arc::new(SpoolStats::default());
+        m.spool.attach(stats.clone(), 4096);
+        stats.bytes.store(300, Ordering::Relaxed);
+        stats.messages.store(3, Ordering::Relaxed);
+        stats.syncs.store(2, Ordering::Relaxed);
+        stats.synced_messages.store(7, Ordering::Relaxed);
+        stats.corrupt.store(1, Ordering::Relaxed);
+        stats.dead_letters.store(4, Ordering::Relaxed);
+        (m.spool.sync_observer())(Duration::from_micros(300));
+        m.spool.accepted(true, 5);
+        m.spool.result(false, false);
+        let text = m.render();
+        for line in [
+            "inletd_spool_bytes 300",
+            "inletd_spool_messages 3",
+            "inletd_spool_max_bytes 4096",
+            "inletd_spool_syncs_total 2",
+            "inletd_spool_synced_messages_total 7",
+            "inletd_spool_corrupt_records_total 1",
+            "inletd_dead_letters_total 4",
+            r#"inletd_spool_sync_seconds_bucket{le="0.0005"} 1"#,
+            r#"inletd_async_accepted_total{durable="true"} 5"#,
+            r#"inletd_async_accepted_total{durable="false"} 0"#,
+            r#"inletd_async_results_total{durable="false",result="failed"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
+}
