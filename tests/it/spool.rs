@@ -70,6 +70,22 @@ async fn in_memory_fire_and_forget_answers_202_and_delivers() {
 }
 
 #[tokio::test]
+async fn in_memory_fire_and_forget_drains_like_waiting_messages() {
+    let app = TestApp::start(|_| {}).await;
+    // Still on its way upstream when the drain begins.
+    app.standin.push_faults([Fault::Delay { ms: 500 }]);
+    let answer = app
+        .post("/collection/c1", message("drained-1", ""), &[ASYNC])
+        .await;
+    assert_eq!(answer.status, 202);
+    app.wait_for_metric("inletd_in_flight_requests", 1.0).await;
+    let standin = app.standin.clone();
+    let report = app.stop().await;
+    assert!(report.complete, "{report:?}");
+    assert!(standin.deliveries_by_id().contains_key("drained-1"));
+}
+
+#[tokio::test]
 async fn a_bad_entry_refuses_the_whole_async_batch() {
     let app = TestApp::start(|_| {}).await;
     let batch = format!(r#"{{"messages":[{},42]}}"#, message("bad-batch", ""));
@@ -365,4 +381,49 @@ async fn sigterm_leaves_undelivered_spooled_messages_for_the_next_start() {
         metric(&app.metrics().await, "inletd_spool_replayed_total"),
         5.0
     );
+}
+
+#[tokio::test]
+async fn replay_stays_inside_the_memory_bound() {
+    const BOUND: u64 = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let app = TestApp::start(|c| {
+        spooled_in(dir.path())(c);
+        c.upstream = dead.parse().unwrap();
+    })
+    .await;
+    let ids: Vec<String> = (0..40).map(|i| format!("replay-{i}")).collect();
+    for id in &ids {
+        let answer = app.post("/collection/c1", message(id, ""), &[ASYNC]).await;
+        assert_eq!(answer.status, 202, "{}", answer.text);
+    }
+    app.stop().await;
+
+    let app = TestApp::start(|c| {
+        spooled_in(dir.path())(c);
+        c.max_batch_bytes = 2048;
+        c.max_buffered_bytes = BOUND;
+    })
+    .await;
+    // Each held message costs at least MESSAGE_OVERHEAD (512) of the bound.
+    let most = (BOUND / 512) as f64;
+    let mut peak = 0.0f64;
+    for round in 0.. {
+        assert!(round < 12_000, "the replay never finished");
+        let text = app.metrics().await;
+        let held = metric(&text, "inletd_buffered_messages");
+        peak = peak.max(held);
+        assert!(held <= most, "{held} messages held, bound allows {most}");
+        if metric(&text, "inletd_spool_messages") == 0.0
+            && metric(&text, "inletd_spool_replayed_total") == 40.0
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    delivered(&app, &ids).await;
+    println!("replay of 40 held at most {peak} messages at once (bound: {most})");
 }
