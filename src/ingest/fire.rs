@@ -59,18 +59,35 @@ impl Ingest {
         let (_, shares) = self.shares(received, bodies, 0)?;
         let n = shares.len();
         let durable = self.spool.is_some();
-        let messages = match &self.spool {
-            None => self.in_memory(arrival, connection_id, shares),
-            Some(spool) => self.spooled(spool, connection_id, &key, shares).await,
-        };
-        let (messages, failed) = messages;
-        if !messages.is_empty() {
-            self.batcher
-                .submit(key, messages)
-                .map_err(|_| Error::Draining)?;
-        }
-        if let Some(e) = failed {
-            return Err(e);
+        match &self.spool {
+            None => {
+                let messages = self.in_memory(arrival, connection_id, shares);
+                self.batcher
+                    .submit(key, messages)
+                    .map_err(|_| Error::Draining)?;
+            }
+            Some(spool) => {
+                // In its own task: a producer that hangs up during the sync
+                // cancels this handler, and must not strand records already
+                // written without a reply (they would wait for the next start).
+                let (ingest, spool) = (self.clone(), spool.clone());
+                let connection = connection_id.as_str().to_owned();
+                let spooling = async move {
+                    let (messages, failed) =
+                        ingest.spooled(&spool, &connection, &key, shares).await;
+                    if !messages.is_empty() {
+                        // Refused only once draining: the records are replayed at the next start.
+                        ingest
+                            .batcher
+                            .submit(key, messages)
+                            .map_err(|_| Error::Draining)?;
+                    }
+                    failed.map_or(Ok(()), Err)
+                };
+                tokio::spawn(spooling)
+                    .await
+                    .map_err(|_| Error::Draining)??;
+            }
         }
         self.metrics.spool.accepted(durable, n);
         let body = json!({ "accepted": n, "durable": durable });
@@ -97,17 +114,16 @@ impl Ingest {
         arrival: &Arrival,
         connection_id: &ConnectionId,
         shares: Vec<(Bytes, OwnedSemaphorePermit)>,
-    ) -> (Vec<Message>, Option<Error>) {
+    ) -> Vec<Message> {
         let connection: Arc<str> = connection_id.as_str().into();
-        let messages = shares
+        shares
             .into_iter()
             .map(|(body, share)| {
                 let held = self.held(arrival.deadline, body.len(), share);
                 let reply = Reply::in_memory(held, connection.clone());
                 Message { body, reply }
             })
-            .collect();
-        (messages, None)
+            .collect()
     }
 
     /// Appends every message (queued together, so one group commit covers
@@ -115,7 +131,7 @@ impl Ingest {
     async fn spooled(
         &self,
         spool: &Spool,
-        connection_id: &ConnectionId,
+        connection_id: &str,
         key: &BatchKey,
         shares: Vec<(Bytes, OwnedSemaphorePermit)>,
     ) -> (Vec<Message>, Option<Error>) {
@@ -123,7 +139,7 @@ impl Ingest {
         let records: Vec<Record> = shares
             .iter()
             .map(|(body, _)| Record {
-                connection_id: connection_id.as_str().to_owned(),
+                connection_id: connection_id.to_owned(),
                 credentials: key.credentials().to_vec(),
                 body: body.clone(),
                 accepted_at,
@@ -150,7 +166,7 @@ impl Ingest {
                 }
                 Err(e) => {
                     if failed.is_none() {
-                        tracing::warn!(connection_id = connection_id.as_str(), error = %e, "cannot spool a message");
+                        tracing::warn!(connection_id, error = %e, "cannot spool a message");
                         failed = Some(Error::Spool(e));
                     }
                 }

@@ -338,6 +338,37 @@ async fn no_202_before_the_sync_covering_the_message_returned() {
     delivered(&app, &["synced-1".into()]).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_hanging_up_during_the_sync_strands_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(HeldSync::default());
+    let storage = gate.clone();
+    let app = TestApp::start_adjusted(StandInConfig::default(), spooled_in(dir.path()), |app| {
+        app.with_spool_storage(storage)
+    })
+    .await;
+    gate.armed.store(true, Ordering::SeqCst);
+    let app = Arc::new(app);
+    let sender = app.clone();
+    let request = tokio::spawn(async move {
+        sender
+            .post("/collection/c1", message("hung-up", ""), &[ASYNC])
+            .await
+    });
+    eventually("the sync is under way", || async {
+        *gate.held.lock().unwrap() > 0
+    })
+    .await;
+    // The producer goes away (its connection closes) while the sync runs.
+    request.abort();
+    let _ = request.await;
+    *gate.open.lock().unwrap() = true;
+    gate.changed.notify_all();
+    // Written, so it must be delivered now, not only after a restart.
+    delivered(&app, &["hung-up".into()]).await;
+    app.wait_for_metric("inletd_spool_messages", 0.0).await;
+}
+
 #[tokio::test]
 async fn sigterm_leaves_undelivered_spooled_messages_for_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
