@@ -97,6 +97,26 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any header value is read without a panic; `respond-async` after
+        /// any other complete preference is found.
+        #[test]
+        fn any_value_is_read_and_a_later_respond_async_found(
+            text in "[ -~]{0,40}",
+            other in "[a-z]{1,8}(=[a-z0-9]{1,5})?",
+        ) {
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                let mut headers = HeaderMap::new();
+                headers.insert(PREFER, value);
+                let _ = respond_async(&headers);
+            }
+            let mut headers = HeaderMap::new();
+            let value = format!("{other}, respond-async");
+            headers.insert(PREFER, HeaderValue::from_str(&value).unwrap());
+            proptest::prop_assert!(respond_async(&headers));
+        }
+    }
+
     #[test]
     fn a_value_that_is_not_text_is_ignored() {
         let mut headers = HeaderMap::new();
