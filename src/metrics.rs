@@ -136,7 +136,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub message_wait: Histogram,
     pub shed: Counter,
-    /// Fire-and-forget and the spool (see [`spool`]).
+    /// Fire-and-forget and the spool (see [`SpoolMetrics`]).
     pub spool: SpoolMetrics,
     /// `process_*`, refreshed at each [`Metrics::render`].
     process: metrics_process::Collector,
