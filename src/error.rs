@@ -41,6 +41,10 @@ pub enum Error {
     NoRoute(String),
     #[error("{0} is not supported here: send messages with POST")]
     MethodNotAllowed(axum::http::Method),
+    /// Fire-and-forget with `spool_dir`: the spool refused the message
+    /// (full: 429; a failed write or a closed spool: 503).
+    #[error("the message was not accepted: {0}")]
+    Spool(#[from] crate::spool::SpoolError),
     #[error("the message was not delivered: {message}")]
     Upstream {
         status: u16,
@@ -68,6 +72,13 @@ impl Error {
             Error::Upstream { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
+            Error::Spool(e) => match e {
+                crate::spool::SpoolError::Full { .. } => StatusCode::TOO_MANY_REQUESTS,
+                crate::spool::SpoolError::Encode(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                crate::spool::SpoolError::Io(_) | crate::spool::SpoolError::Closed => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            },
         }
     }
 
@@ -76,6 +87,9 @@ impl Error {
         match self {
             Error::BufferFull => Some(1),
             Error::Draining => Some(5),
+            // A full spool empties as the upstream takes messages; a failed write may need space freed.
+            Error::Spool(crate::spool::SpoolError::Encode(_)) => None,
+            Error::Spool(_) => Some(5),
             // Whole seconds, rounded up: "0" would invite an instant retry.
             Error::Upstream {
                 retry_after: Some(after),
@@ -160,6 +174,20 @@ mod tests {
             .contains("may still be delivered"));
         let r = Error::BufferFull.into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn spool_refusals_are_429_or_503_with_retry_after() {
+        use crate::spool::SpoolError;
+        let full = Error::Spool(SpoolError::Full { max: 10 }).into_response();
+        assert_eq!(full.status(), 429);
+        assert_eq!(full.headers()[header::RETRY_AFTER], "5");
+        let disk = std::sync::Arc::new(std::io::Error::from_raw_os_error(28));
+        for e in [SpoolError::Io(disk), SpoolError::Closed] {
+            let r = Error::Spool(e).into_response();
+            assert_eq!(r.status(), 503);
+            assert!(r.headers().contains_key(header::RETRY_AFTER));
+        }
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub enum StartError {
     Tls(#[from] upstream::tls::TlsError),
     #[error("IMS credentials: {0}")]
     Ims(#[from] ims::ProviderError),
+    #[error(transparent)]
+    Spool(#[from] spool::OpenError),
 }
 
 /// A bound, not yet running inletd. Ports may be 0; [`App::addr`] tells the real ones.
@@ -76,6 +78,8 @@ pub struct App {
     config: Config,
     listener: TcpListener,
     admin_listener: TcpListener,
+    /// The spool's file operations: the real ones unless a test injects faults.
+    spool_storage: Option<Arc<dyn spool::Storage>>,
 }
 
 impl App {
@@ -92,7 +96,15 @@ impl App {
             config,
             listener,
             admin_listener,
+            spool_storage: None,
         })
+    }
+
+    /// Runs the spool (with `spool_dir`) over `storage` instead of the real
+    /// files' operations: how tests inject a full disk or an I/O error.
+    pub fn with_spool_storage(mut self, storage: Arc<dyn spool::Storage>) -> App {
+        self.spool_storage = Some(storage);
+        self
     }
 
     /// The producers' address.
@@ -115,6 +127,7 @@ impl App {
             config,
             listener,
             admin_listener,
+            spool_storage,
         } = self;
         let running = Running {
             metrics: metrics::Metrics::for_config(&config),
@@ -126,7 +139,7 @@ impl App {
             stop_http: CancellationToken::new(),
             liveness: supervise::Liveness::default(),
         };
-        let pipeline = running.start_pipeline(&config)?;
+        let pipeline = running.start_pipeline(&config, spool_storage).await?;
         let listeners = running.start_listeners(&config, listener, admin_listener, &pipeline);
         tracing::info!(
             %addr, %admin_addr, upstream = %config.upstream,
@@ -164,6 +177,10 @@ struct Pipeline {
     dispatch: JoinHandle<()>,
     /// inletd's IMS token provider, where it holds credentials.
     ims: Option<ims::TokenProvider>,
+    /// Closed last, once nothing can ack or dead-letter any more.
+    spool: Option<spool::Spool>,
+    /// Stops by itself at the drain; aborted at the end in case it waits.
+    replay: Option<JoinHandle<()>>,
 }
 
 /// The tasks serving HTTP (and the metrics upkeep, stopped with them).
@@ -176,8 +193,19 @@ struct Listeners {
 impl Running {
     /// The upstream client, the batcher worker and the dispatch loop, both
     /// supervised: they end only once the listeners stopped, earlier is a death.
-    fn start_pipeline(&self, config: &Config) -> Result<Pipeline, StartError> {
-        let upstream = upstream::Upstream::new(config, self.metrics.clone())?;
+    /// With `spool_dir`: the spool opened, and its replay started.
+    async fn start_pipeline(
+        &self,
+        config: &Config,
+        storage: Option<Arc<dyn spool::Storage>>,
+    ) -> Result<Pipeline, StartError> {
+        let opened = match &config.spool_dir.0 {
+            Some(dir) => Some(open_spool(config, dir.clone(), storage, &self.metrics).await?),
+            None => None,
+        };
+        let patience =
+            upstream::Patience::new(config.request_timeout.0, self.phases.draining.clone());
+        let upstream = upstream::Upstream::with_patience(config, self.metrics.clone(), patience)?;
         // Fetched in the background: start-up never waits for IMS (`/readyz` does).
         // Supervised like the others: without it no token would be renewed.
         let ims = upstream.ims().cloned();
@@ -214,12 +242,24 @@ impl Running {
             upstream,
             self.metrics.clone(),
             &self.phases,
+            opened.as_ref().map(|(spool, _)| spool.clone()),
         );
+        let (spool, replay) = match opened {
+            Some((spool, replay)) => {
+                let task = ingest
+                    .clone()
+                    .replay(replay, spool.clone(), config.spool_max_age.0);
+                (Some(spool), Some(tokio::spawn(task)))
+            }
+            None => (None, None),
+        };
         Ok(Pipeline {
             ingest,
             worker,
             dispatch,
             ims,
+            spool,
+            replay,
         })
     }
 
@@ -279,8 +319,13 @@ impl Running {
             ingest,
             worker,
             dispatch,
+            spool,
+            replay,
             ..
         } = pipeline;
+        if let Some(replay) = replay {
+            replay.abort();
+        }
         // The worker ends only once every batcher handle is gone, this one included.
         drop(ingest);
         self.stop_http.cancel();
@@ -291,5 +336,39 @@ impl Running {
         // connection task that outlived the listener may still hold one, so the wait is bounded.
         let _ = tokio::time::timeout(shutdown::TASK_EXIT, worker).await;
         let _ = tokio::time::timeout(shutdown::TASK_EXIT, dispatch).await;
+        if let Some(spool) = spool {
+            // Undelivered records stay for the next start.
+            spool.close().await;
+        }
     }
+}
+
+/// Opens `spool_dir` (blocking: it reads every segment once) with its
+/// metrics attached.
+async fn open_spool(
+    config: &Config,
+    dir: std::path::PathBuf,
+    storage: Option<Arc<dyn spool::Storage>>,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<(spool::Spool, spool::Replay), StartError> {
+    let mut options = spool::SpoolOptions::new(dir.clone());
+    if let Some(storage) = storage {
+        options.storage = storage;
+    }
+    options.max_spool_bytes = config.max_spool_bytes;
+    options.on_sync = Some(metrics.spool.sync_observer());
+    let opened = tokio::task::spawn_blocking(move || spool::Spool::open(options)).await;
+    let (spool, replay) = match opened {
+        Ok(result) => result?,
+        Err(e) => {
+            return Err(StartError::Spool(spool::OpenError {
+                dir,
+                what: "opening was interrupted",
+                source: std::io::Error::other(e.to_string()),
+            }))
+        }
+    };
+    // The spool logs what it found itself (segments, undelivered, damage).
+    metrics.spool.attach(spool.stats(), config.max_spool_bytes);
+    Ok((spool, replay))
 }

@@ -116,12 +116,7 @@ fn main() -> ExitCode {
             return healthcheck(&inletd::healthcheck::healthz_url(config.admin_listen));
         }
         Some(Command::DeadLetters(args)) => {
-            // `spool_dir` by name: the key belongs to the spool's configuration.
-            let spool_dir = config
-                .effective()
-                .into_iter()
-                .find(|(key, value)| *key == "spool_dir" && !value.is_empty())
-                .map(|(_, value)| value.into());
+            let spool_dir = config.spool_dir.0.clone();
             return inletd::dead_letters::run(args, config.listen, spool_dir);
         }
         None => {}

@@ -24,7 +24,9 @@ use crate::config::Config;
 mod ims;
 mod process;
 pub use ims::{IMS_TOKEN_EXPIRY, IMS_TOKEN_FETCHES, IMS_TOKEN_REFRESH_FAILING};
+mod spool;
 pub use process::{BUILD_INFO, MAX_IN_FLIGHT, REQUEST_TIMEOUT};
+pub use spool::*;
 
 pub const MESSAGES_RECEIVED: &str = "inletd_messages_received_total";
 pub const MESSAGE_RESULTS: &str = "inletd_message_results_total";
@@ -136,6 +138,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub message_wait: Histogram,
     pub shed: Counter,
+    /// Fire-and-forget and the spool (see [`SpoolMetrics`]).
+    pub spool: SpoolMetrics,
     /// `process_*`, refreshed at each [`Metrics::render`].
     process: metrics_process::Collector,
     /// The IMS token provider, read at each [`Metrics::render`] (see [`ims`]).
@@ -198,6 +202,7 @@ impl Metrics {
                     description: "Producer requests refused with 429 because the buffer was full.",
                     SHED
                 ),
+                spool: SpoolMetrics::register(),
                 process: process::process_collector(),
                 ims: std::sync::OnceLock::new(),
             })
@@ -254,6 +259,7 @@ impl Metrics {
     /// The Prometheus text exposition of everything above, `process_*` (and
     /// the IMS token's state) read just now.
     pub fn render(&self) -> String {
+        self.spool.refresh();
         metrics::with_local_recorder(self.recorder.as_ref(), || {
             self.process.collect();
             if let Some(provider) = self.ims.get() {
@@ -291,6 +297,7 @@ fn recorder() -> PrometheusRecorder {
         (BATCH_BYTES, BYTE_BUCKETS),
         (UPSTREAM_DURATION, SECONDS_BUCKETS),
         (MESSAGE_WAIT, SECONDS_BUCKETS),
+        (SPOOL_SYNC, SYNC_BUCKETS),
     ];
     let mut builder = PrometheusBuilder::new();
     for (name, values) in buckets {

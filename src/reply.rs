@@ -7,6 +7,12 @@
 //! `Reply` is dropped unanswered (a bug, a panic, a drain deadline), its `Drop`
 //! answers 503 "not confirmed" — a caller is never left hanging and never told
 //! "delivered" by accident.
+//!
+//! Fire-and-forget messages have no waiting producer: a reply held in memory
+//! counts its outcome (and logs a failure); a spooled reply acks its record
+//! once delivered, or dead-letters then acks it once failed for good. A
+//! spooled reply dropped unanswered (shutdown, abort) touches nothing on
+//! disk: the record is replayed at the next start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::metrics::Metrics;
+use crate::spool::{Record, RecordId, Spool};
 
 /// What the upstream's batch answer says of the whole batch; shared by its messages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -75,6 +82,14 @@ impl Outcome {
         )
     }
 
+    /// A spooled message still undelivered at the end of `spool_max_age`.
+    pub fn expired() -> Outcome {
+        Outcome::failed(
+            504,
+            "not delivered within spool_max_age: the upstream kept failing or could not be reached",
+        )
+    }
+
     /// The same failure, with a hint of when to try again.
     pub fn with_retry_after(self, after: Option<Duration>) -> Outcome {
         match self {
@@ -98,15 +113,48 @@ impl Outcome {
     }
 }
 
+/// Who learns a message's outcome.
+enum Sink {
+    /// A producer waiting for its answer.
+    Waiting(oneshot::Sender<Outcome>),
+    /// Fire-and-forget held in memory: the outcome is counted, a failure logged.
+    Memory { connection_id: Arc<str> },
+    /// Fire-and-forget on disk: delivered → ack; failed for good → dead
+    /// letter, then ack. Dropped unanswered → neither (it is replayed at the next start).
+    Spooled(Spooled),
+}
+
+/// A spooled message's place on disk and what its dead letter would say.
+pub struct Spooled {
+    pub id: RecordId,
+    pub spool: Spool,
+    /// The record as spooled, without its credentials (a dead letter never has them).
+    pub record: Record,
+}
+
 /// The reply side of one accepted message.
 pub struct Reply {
-    tx: Option<oneshot::Sender<Outcome>>,
+    sink: Option<Sink>,
     accepted: Instant,
     deadline: Instant,
     bytes: usize,
     metrics: Arc<Metrics>,
     _permit: OwnedSemaphorePermit,
-    _drain: TaskTrackerToken,
+    drain: Option<TaskTrackerToken>,
+}
+
+/// What every kind of reply holds: its clock, its size and its share of the bounds.
+pub struct Held {
+    pub accepted: Instant,
+    /// When the outcome is due: the producer's `request_timeout`, or for a
+    /// spooled message the end of `spool_max_age`.
+    pub deadline: Instant,
+    pub bytes: usize,
+    pub metrics: Arc<Metrics>,
+    /// The message's share of `max_buffered_bytes`.
+    pub permit: OwnedSemaphorePermit,
+    /// Keeps shutdown waiting for the message.
+    pub drain: TaskTrackerToken,
 }
 
 impl Reply {
@@ -121,24 +169,54 @@ impl Reply {
         drain: TaskTrackerToken,
     ) -> (Reply, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
-        metrics.messages_received.increment(1);
-        metrics.buffered_messages.increment(1.0);
-        metrics.buffered_bytes.increment(bytes as f64);
-        let reply = Reply {
-            tx: Some(tx),
+        let held = Held {
             accepted,
             deadline,
             bytes,
             metrics,
-            _permit: permit,
-            _drain: drain,
+            permit,
+            drain,
         };
-        (reply, rx)
+        (Reply::with_sink(held, Sink::Waiting(tx)), rx)
     }
 
-    /// When the producer stops waiting (`request_timeout` after acceptance).
+    /// A fire-and-forget message held in memory only.
+    pub fn in_memory(held: Held, connection_id: Arc<str>) -> Reply {
+        Reply::with_sink(held, Sink::Memory { connection_id })
+    }
+
+    /// A fire-and-forget message already durable in the spool.
+    pub fn spooled(held: Held, spooled: Spooled) -> Reply {
+        Reply::with_sink(held, Sink::Spooled(spooled))
+    }
+
+    fn with_sink(held: Held, sink: Sink) -> Reply {
+        let metrics = held.metrics;
+        metrics.messages_received.increment(1);
+        metrics.buffered_messages.increment(1.0);
+        metrics.buffered_bytes.increment(held.bytes as f64);
+        Reply {
+            sink: Some(sink),
+            accepted: held.accepted,
+            deadline: held.deadline,
+            bytes: held.bytes,
+            metrics,
+            _permit: held.permit,
+            drain: Some(held.drain),
+        }
+    }
+
+    /// When the outcome is due (the producer stops waiting, or a spooled
+    /// message is too old to deliver).
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// A spooled message: delivered at least once, so it may be resent after
+    /// a send without a usable answer, and retried until its deadline rather
+    /// than `max_retries` times.
+    pub fn is_spooled(&self) -> bool {
+        matches!(self.sink, Some(Sink::Spooled(_)))
     }
 
     /// Answers the producer (if it still waits) and records the result.
@@ -149,16 +227,32 @@ impl Reply {
     /// Records the result of a message answered outside the batch path
     /// (forwarded one-to-one), releasing its share of the bound.
     pub fn complete(mut self, status: u16) {
-        if self.tx.take().is_some() {
+        if self.sink.take().is_some() {
             self.record(status);
         }
     }
 
     fn finish(&mut self, outcome: Outcome) {
-        let Some(tx) = self.tx.take() else { return };
+        let Some(sink) = self.sink.take() else { return };
         self.record(outcome.status());
-        // The producer may have gone (timeout, disconnect); its message's fate is still counted.
-        let _ = tx.send(outcome);
+        let delivered = matches!(outcome, Outcome::Delivered(_));
+        match sink {
+            // The producer may have gone (timeout, disconnect); its message's fate is still counted.
+            Sink::Waiting(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Sink::Memory { connection_id } => {
+                self.metrics.spool.result(false, delivered);
+                if let Outcome::Failed { status, .. } = outcome {
+                    tracing::warn!(%connection_id, status, "a fire-and-forget message was not delivered");
+                }
+            }
+            Sink::Spooled(spooled) => {
+                self.metrics.spool.result(true, delivered);
+                // The ack (and dead letter) are written after the answer; shutdown waits for them.
+                tokio::spawn(settle(spooled, outcome, self.drain.take()));
+            }
+        }
     }
 
     fn record(&self, status: u16) {
@@ -166,20 +260,52 @@ impl Reply {
         self.metrics
             .message_wait
             .record(self.accepted.elapsed().as_secs_f64());
+        self.release_gauges();
+    }
+
+    fn release_gauges(&self) {
         self.metrics.buffered_messages.decrement(1.0);
         self.metrics.buffered_bytes.decrement(self.bytes as f64);
     }
 }
 
+/// Makes a spooled message's final outcome durable: a failure is
+/// dead-lettered first, and only once that is on disk is the record acked (a
+/// failed dead letter leaves it spooled, to be tried again after a restart).
+async fn settle(spooled: Spooled, outcome: Outcome, _drain: Option<TaskTrackerToken>) {
+    let Spooled { id, spool, record } = spooled;
+    if let Outcome::Failed {
+        status, message, ..
+    } = &outcome
+    {
+        let connection_id = &record.connection_id;
+        tracing::warn!(%connection_id, status, "a spooled message failed for good; written to the dead-letter file");
+        if let Err(e) = spool.dead_letter(&record, *status, message).await {
+            tracing::error!(%connection_id, error = %e, "cannot write a dead letter; the message stays spooled and is tried again after a restart");
+            return;
+        }
+    }
+    if let Err(e) = spool.ack(id).await {
+        // Only a duplicate at the next start: the message was already settled.
+        tracing::warn!(error = %e, "cannot record a spooled message as settled; it may be delivered again after a restart");
+    }
+}
+
 impl Drop for Reply {
     fn drop(&mut self) {
-        if self.tx.is_some() {
-            tracing::warn!("a message was dropped without an outcome; answering 503");
-            // 503 rather than 502: inletd itself, not the upstream, lost track.
-            self.finish(Outcome::failed(
-                503,
-                format!("inletd stopped tracking this message before the upstream confirmed it; {NOT_CONFIRMED}"),
-            ));
+        match self.sink.take() {
+            None => {}
+            // Neither acked nor dead-lettered: it stays on disk for the next start.
+            Some(Sink::Spooled(_)) => self.release_gauges(),
+            Some(sink) => {
+                self.sink = Some(sink);
+                tracing::warn!("a message was dropped without an outcome; answering 503");
+                // 503 rather than 502: inletd itself, not the upstream, lost track.
+                self.finish(Outcome::failed(
+                    503,
+                    format!("inletd stopped tracking this message before the upstream confirmed it; {NOT_CONFIRMED}"),
+                ));
+            }
         }
     }
 }
@@ -188,7 +314,8 @@ impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reply")
             .field("bytes", &self.bytes)
-            .field("answered", &self.tx.is_none())
+            .field("answered", &self.sink.is_none())
+            .field("spooled", &self.is_spooled())
             .finish()
     }
 }
@@ -255,3 +382,6 @@ pub(crate) mod tests {
         assert!(metrics.render().contains("inletd_buffered_bytes 0"));
     }
 }
+
+#[cfg(test)]
+mod sink_tests;

@@ -127,6 +127,10 @@ config_keys! {
     ims_scopes: String = "", "The credential's scopes as one comma-separated value, e.g. `openid,AdobeID,read_organizations`; required with ims_client_id.";
     ims_token_url: String = "https://ims-na1.adobelogin.com/ims/token/v3", "IMS token endpoint (https://; http:// only to 127.0.0.1 or localhost).";
     ims_client_secret_file: OptionalPath = "", "File holding the IMS client secret; else INLETD_IMS_CLIENT_SECRET. Never a flag or TOML key. Empty: none.";
+    async_default: Switch = "false", "Answer every producer 202 Accepted without waiting for the upstream (fire-and-forget), as if each sent `Prefer: respond-async`; `?syncValidation=true` and raw data stay synchronous.";
+    spool_dir: OptionalPath = "", "Directory of the durable spool: with it a fire-and-forget 202 means the message is fdatasync'd there and survives a crash or restart; empty: fire-and-forget messages are held in memory only (lost if the process dies).";
+    max_spool_bytes: u64 = "1073741824", "Bound of the spool on disk; past it fire-and-forget producers get 429 with Retry-After.";
+    spool_max_age: HumanDuration = "24h", "A spooled message still undelivered this long after it was accepted goes to the dead-letter file.";
     log_format: LogFormat = "text", "Log line format: text or json.";
     log_level: String = "info", "Log filter (tracing EnvFilter syntax, e.g. `info,inletd=debug`); RUST_LOG wins when set.";
 }

@@ -127,8 +127,14 @@ fn cross_key_validation() {
     for (var, key) in [
         ("INLETD_BODY_READ_TIMEOUT", "`body_read_timeout`"),
         ("INLETD_MAX_CONNECTIONS", "`max_connections`"),
+        ("INLETD_SPOOL_MAX_AGE", "`spool_max_age`"),
+        ("INLETD_MAX_SPOOL_BYTES", "`max_spool_bytes`"),
     ] {
-        let value = if key.contains("timeout") { "0s" } else { "0" };
+        let value = if key.contains("timeout") || key.contains("age") {
+            "0s"
+        } else {
+            "0"
+        };
         let err = load(None, &[(var, value)], Layer::default()).unwrap_err();
         assert!(err.to_string().contains(key), "{err}");
     }

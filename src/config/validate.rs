@@ -92,6 +92,12 @@ impl Config {
                 return Err(invalid("upstream_ca_file", reason));
             }
         }
+        if self.spool_max_age.0.is_zero() {
+            return Err(invalid("spool_max_age", "must be more than 0".into()));
+        }
+        if self.max_spool_bytes == 0 {
+            return Err(invalid("max_spool_bytes", "must be at least 1".into()));
+        }
         if let Err(e) = log_filter(&self.log_level) {
             return Err(invalid("log_level", e));
         }

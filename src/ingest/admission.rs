@@ -180,9 +180,8 @@ impl Ingest {
     }
 
     /// Turns messages (slices of a received body, charged by [`Ingest::charge`])
-    /// into accepted messages, each with its share of the permit; the rest of
-    /// the permit and the body buffer are released. A message much smaller than
-    /// the body is copied out, so it never pins the larger buffer.
+    /// into accepted messages whose producer waits, each with its share of the
+    /// permit (see [`Ingest::shares`]).
     pub(super) fn admit(
         &self,
         arrival: &Arrival,
@@ -190,26 +189,11 @@ impl Ingest {
         bodies: Vec<Bytes>,
         entries: usize,
     ) -> Result<(Vec<Message>, Pending), Error> {
-        let Received {
-            body: whole,
-            mut permit,
-        } = received;
-        let answer = permit
-            .split(entries.saturating_mul(ANSWER_SHARE))
-            .ok_or(Error::BufferFull)?;
+        let (answer, shares) = self.shares(received, bodies, entries)?;
         let accepted = Instant::now();
-        let mut messages = Vec::with_capacity(bodies.len());
-        let mut outcomes = Vec::with_capacity(bodies.len());
-        for slice in bodies {
-            // Charged for every entry; a share that does not fit means a miscount: refuse, never overrun.
-            let share = permit
-                .split(slice.len() + MESSAGE_OVERHEAD - ANSWER_SHARE)
-                .ok_or(Error::BufferFull)?;
-            let body = if slice.len() * 2 < whole.len() {
-                Bytes::copy_from_slice(&slice)
-            } else {
-                slice
-            };
+        let mut messages = Vec::with_capacity(shares.len());
+        let mut outcomes = Vec::with_capacity(shares.len());
+        for (body, share) in shares {
             let (reply, outcome) = Reply::new(
                 accepted,
                 arrival.deadline,
@@ -227,6 +211,41 @@ impl Ingest {
             answer,
         };
         Ok((messages, pending))
+    }
+}
+
+impl Ingest {
+    /// Splits a charged permit: the share the answer will use (for `entries`
+    /// entries), then each message with its own share. A message much smaller
+    /// than the body is copied out, so it never pins the larger buffer; the
+    /// rest of the permit and the body buffer are released.
+    pub(super) fn shares(
+        &self,
+        received: Received,
+        bodies: Vec<Bytes>,
+        entries: usize,
+    ) -> Result<(OwnedSemaphorePermit, Vec<(Bytes, OwnedSemaphorePermit)>), Error> {
+        let Received {
+            body: whole,
+            mut permit,
+        } = received;
+        let answer = permit
+            .split(entries.saturating_mul(ANSWER_SHARE))
+            .ok_or(Error::BufferFull)?;
+        let mut shares = Vec::with_capacity(bodies.len());
+        for slice in bodies {
+            // Charged for every entry; a share that does not fit means a miscount: refuse, never overrun.
+            let share = permit
+                .split(slice.len() + MESSAGE_OVERHEAD - ANSWER_SHARE)
+                .ok_or(Error::BufferFull)?;
+            let body = if slice.len() * 2 < whole.len() {
+                Bytes::copy_from_slice(&slice)
+            } else {
+                slice
+            };
+            shares.push((body, share));
+        }
+        Ok((answer, shares))
     }
 }
 

@@ -7,14 +7,20 @@
 //! [`routes`] holds the handlers, [`respond`] turns outcomes into AEP-shaped
 //! answers, [`forward`] answers the requests that go one-to-one, and
 //! [`outcome_log`] logs answers that are not a success (rate-limited).
+//! Fire-and-forget: [`prefer`] reads `Prefer: respond-async`, `fire` answers
+//! 202 (after the spool's sync where there is one), `replay` queues what the
+//! spool held at start.
 //! Every producer route sits behind [`arrive`]: it refuses new work while
 //! draining and starts the request's clock.
 
 mod admission;
 mod connection;
+mod fire;
 mod forward;
 pub mod outcome_log;
 pub mod parse;
+pub mod prefer;
+mod replay;
 mod respond;
 mod routes;
 
@@ -39,6 +45,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::shutdown::Phases;
+use crate::spool::Spool;
 use crate::upstream::Upstream;
 use outcome_log::OutcomeLog;
 
@@ -76,6 +83,11 @@ pub struct Shared {
     draining: CancellationToken,
     /// Names the producer of every answer that is not a success, rate-limited.
     outcomes: OutcomeLog,
+    /// `async_default`: every producer is answered 202 without waiting.
+    async_default: bool,
+    /// `spool_dir` opened: fire-and-forget 202s wait for the disk.
+    spool: Option<Spool>,
+    spool_max_age: Duration,
 }
 
 impl Ingest {
@@ -86,6 +98,7 @@ impl Ingest {
         upstream: Arc<Upstream>,
         metrics: Arc<Metrics>,
         phases: &Phases,
+        spool: Option<Spool>,
     ) -> Ingest {
         let bound = usize::try_from(config.max_buffered_bytes)
             .unwrap_or(usize::MAX)
@@ -102,6 +115,9 @@ impl Ingest {
             work: phases.work.clone(),
             draining: phases.draining.clone(),
             outcomes: OutcomeLog::new(outcome_log::LOG_EVERY),
+            async_default: config.async_default.0,
+            spool,
+            spool_max_age: config.spool_max_age.0,
         }))
     }
 

@@ -31,13 +31,18 @@ pub async fn single(
         let message = ingest.fits(parse::single(&received.body)?)?;
         ingest.charge(&mut received, 1)?;
         let key = BatchKey::new(connection_id.as_str(), &headers);
+        if ingest.wants_async(&headers) {
+            let accepted = ingest.fire(&arrival, &connection_id, key, received, vec![message]);
+            return Ok(Answer::Accepted(accepted.await?));
+        }
         let pending = ingest.enqueue(&arrival, key, received, vec![message], 1)?;
-        Ok::<_, Error>(pending.wait_all().await)
+        Ok::<_, Error>(Answer::Waited(pending.wait_all().await))
     }
     .await;
     match result {
+        Ok(Answer::Accepted(response)) => response,
         // One message in, one outcome out.
-        Ok(Results { results, _answer }) => {
+        Ok(Answer::Waited(Results { results, _answer })) => {
             let result = results.into_iter().next().unwrap_or(Err(Error::Draining));
             if let Err(e) = &result {
                 ingest.outcomes.error(connection_id.as_str(), e);
@@ -76,6 +81,15 @@ pub async fn batch(
             })
             .collect();
         let key = BatchKey::new(connection_id.as_str(), &headers);
+        if ingest.wants_async(&headers) {
+            // One 202 for the whole request: any bad entry refuses all of it.
+            if let Some(e) = plan.into_iter().find_map(Result::err) {
+                return Err(e);
+            }
+            return ingest
+                .fire(&arrival, &connection_id, key, received, good)
+                .await;
+        }
         let Results { results, _answer } = ingest
             .enqueue(&arrival, key, received, good, entries)?
             .wait_all()
@@ -98,6 +112,14 @@ pub async fn batch(
     }
     .await;
     result.unwrap_or_else(|e| ingest.refuse_for(&connection_id, e))
+}
+
+/// What the single route answers with.
+enum Answer {
+    /// 202: fire-and-forget.
+    Accepted(Response),
+    /// The message's own outcome.
+    Waited(Results),
 }
 
 /// A known path with a method other than POST: a JSON 405.

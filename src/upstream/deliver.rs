@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::answer::{classify, BatchAnswer, Entry, Verdict};
 use super::bisect::Probe;
+use super::patience::{expire, partition, Patience};
 use super::{retry, Exchange, RetryPolicy, Silence, Transport, Upstream};
 use crate::batcher::{Batch, BatchKey, Message};
 use crate::metrics::Metrics;
@@ -27,7 +28,7 @@ use crate::reply::{Delivery, Outcome};
 pub(super) struct Part {
     pub messages: Vec<Message>,
     pub retries: u32,
-    not_before: Option<Instant>,
+    pub not_before: Option<Instant>,
     /// Set while this part is one half of a bisection (see [`Probe`]).
     pub probe: Option<Probe>,
 }
@@ -42,18 +43,19 @@ impl Part {
         }
     }
 
-    /// The latest deadline of the callers still waiting on this part.
-    fn deadline(&self) -> Option<Instant> {
+    /// The latest deadline of the messages in this part (a waiting caller's,
+    /// or a spooled message's age limit).
+    pub fn deadline(&self) -> Option<Instant> {
         self.messages.iter().map(|m| m.reply.deadline()).max()
     }
 }
 
 /// A failure that may be retried, and whose it was.
-struct Failure {
-    status: u16,
-    message: String,
+pub(super) struct Failure {
+    pub status: u16,
+    pub message: String,
     /// The whole request's status, not one entry's.
-    whole: bool,
+    pub whole: bool,
 }
 
 /// One exchange, read: what the upstream said, or that time ran out.
@@ -114,6 +116,7 @@ pub(super) struct Courier<'a, T> {
     pub retry: &'a RetryPolicy,
     pub metrics: &'a Metrics,
     pub key: &'a BatchKey,
+    pub patience: &'a Patience,
 }
 
 impl Upstream {
@@ -130,6 +133,7 @@ impl Upstream {
             retry: &self.retry,
             metrics: &self.metrics,
             key: &key,
+            patience: &self.patience,
         };
         courier.deliver(messages).await;
         // The batcher paces this key by its batches in flight: the ticket goes
@@ -154,7 +158,9 @@ impl<T: Transport> Courier<'_, T> {
     /// Sends one part (after its back-off) and returns the parts it leaves.
     async fn run(&self, mut part: Part) -> Vec<Part> {
         if let Some(at) = part.not_before {
-            tokio::time::sleep_until(at).await;
+            if !self.back_off(&part, at).await {
+                return Vec::new();
+            }
         }
         expire(&mut part.messages);
         if let Some(probe) = &mut part.probe {
@@ -166,6 +172,7 @@ impl<T: Transport> Courier<'_, T> {
                 .probe
                 .map_or_else(Vec::new, |p| self.release(p, retries));
         };
+        let deadline = self.exchange_deadline(&part, deadline);
         let exchange = self
             .transport
             .send_batch(self.key, &part.messages, deadline)
@@ -184,8 +191,7 @@ impl<T: Transport> Courier<'_, T> {
         let (verdict, retry_after) = match reading {
             Reading::TimedOut { reason } => {
                 tracing::warn!(?key, messages = n, %reason, "upstream timed out");
-                fail_all(part.messages, &Outcome::timed_out());
-                return Vec::new();
+                return self.unconfirmed(part, &Outcome::timed_out(), &reason);
             }
             Reading::Verdict {
                 verdict,
@@ -201,8 +207,6 @@ impl<T: Transport> Courier<'_, T> {
                     whole: true,
                 };
                 self.retry_or_give_up(part, failure, retry_after)
-                    .into_iter()
-                    .collect()
             }
             Verdict::Split { message } => self.split(part, message),
             Verdict::Bisect { message } => self.bisect(part, message),
@@ -215,8 +219,7 @@ impl<T: Transport> Courier<'_, T> {
                 // The reason may quote the upstream's body: not at warn.
                 tracing::warn!(?key, messages = n, "upstream answer not trusted");
                 tracing::debug!(?key, reason = %super::answer::truncate(&reason), "untrusted answer");
-                fail_all(part.messages, &Outcome::not_confirmed(reason));
-                Vec::new()
+                self.unconfirmed(part, &Outcome::not_confirmed(&reason), &reason)
             }
         }
     }
@@ -240,6 +243,12 @@ impl<T: Transport> Courier<'_, T> {
                     status,
                     message: text,
                 } => message.reply.send(Outcome::failed(status, text)),
+                Entry::NotConfirmed { reason } if message.reply.is_spooled() => {
+                    // At least once: a spooled message goes again, counted.
+                    self.metrics.spool.resent_unconfirmed.increment(1);
+                    let group = resend.entry(502).or_insert_with(|| (Vec::new(), reason));
+                    group.0.push(message);
+                }
                 Entry::NotConfirmed { reason } => {
                     message.reply.send(Outcome::not_confirmed(reason))
                 }
@@ -254,7 +263,7 @@ impl<T: Transport> Courier<'_, T> {
         }
         resend
             .into_iter()
-            .filter_map(|(status, (messages, message))| {
+            .flat_map(|(status, (messages, message))| {
                 let failure = Failure {
                     status,
                     message,
@@ -265,9 +274,40 @@ impl<T: Transport> Courier<'_, T> {
             .collect()
     }
 
-    /// The part again after its back-off, or `None` once it was failed because
-    /// the retries are used up or the wait would pass every caller's deadline.
+    /// The part again after its back-off: its spooled messages on their own
+    /// road (see [`super::patience`]), the waiting producers' ones unless the
+    /// retries are used up or the wait would pass every caller's deadline.
     fn retry_or_give_up(
+        &self,
+        part: Part,
+        failure: Failure,
+        retry_after: Option<Duration>,
+    ) -> Vec<Part> {
+        let (spooled, waiting) = partition(part.messages);
+        if spooled.is_empty() {
+            let part = Part::new(waiting, part.retries);
+            return self
+                .retry_waiting(part, failure, retry_after)
+                .into_iter()
+                .collect();
+        }
+        let mut next = Vec::new();
+        if !waiting.is_empty() {
+            let again = Failure {
+                message: failure.message.clone(),
+                ..failure
+            };
+            let part = Part::new(waiting, part.retries);
+            next.extend(self.retry_waiting(part, again, retry_after));
+        }
+        next.extend(self.retry_spooled(Part::new(spooled, part.retries), failure, retry_after));
+        next
+    }
+
+    /// The waiting producers' part again after its back-off, or `None` once it
+    /// was failed because the retries are used up or the wait would pass
+    /// every caller's deadline.
+    fn retry_waiting(
         &self,
         mut part: Part,
         failure: Failure,
@@ -338,19 +378,6 @@ impl<T: Transport> Courier<'_, T> {
 pub(super) fn halves(mut first: Vec<Message>) -> (Vec<Message>, Vec<Message>) {
     let second = first.split_off(first.len() / 2);
     (first, second)
-}
-
-/// Answers the messages whose callers' deadline has passed.
-fn expire(messages: &mut Vec<Message>) {
-    let now = Instant::now();
-    if messages.iter().all(|m| m.reply.deadline() > now) {
-        return;
-    }
-    let (live, late): (Vec<_>, Vec<_>) = std::mem::take(messages)
-        .into_iter()
-        .partition(|m| m.reply.deadline() > now);
-    *messages = live;
-    fail_all(late, &Outcome::timed_out());
 }
 
 pub(super) fn fail_all(messages: Vec<Message>, outcome: &Outcome) {

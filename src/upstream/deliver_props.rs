@@ -112,6 +112,7 @@ fn run(n: usize, steps: Vec<Step>, max_retries: u32) -> Result<(), TestCaseError
             retry: &retry,
             metrics: &metrics,
             key: &key,
+            patience: &super::Patience::new(Duration::from_secs(10), Default::default()),
         }
         .deliver(batch)
         .await;

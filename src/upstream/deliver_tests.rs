@@ -45,6 +45,7 @@ async fn deliver(upstream: &Scripted, n: usize, max_retries: u32) -> Vec<Outcome
         retry: &retry,
         metrics: &metrics,
         key: &key,
+        patience: &super::Patience::new(Duration::from_secs(10), Default::default()),
     }
     .deliver(batch)
     .await;

@@ -15,9 +15,12 @@ mod deliver;
 #[cfg(test)]
 mod deliver_props;
 #[cfg(test)]
+mod deliver_spool_tests;
+#[cfg(test)]
 mod deliver_tests;
 mod exchange;
 pub mod forward;
+mod patience;
 pub mod retry;
 #[cfg(test)]
 mod scripted;
@@ -38,6 +41,7 @@ use crate::ims::{Timing, TokenProvider};
 use crate::metrics::Metrics;
 use crate::StartError;
 pub use exchange::{AnswerBody, Exchange, Silence};
+pub use patience::Patience;
 pub use retry::RetryPolicy;
 
 /// The pooled client and its in-flight limit, shared by every delivery.
@@ -51,10 +55,26 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
     /// inletd's own IMS credentials, for managed keys (see [`exchange`]).
     ims: Option<TokenProvider>,
+    /// How spooled messages are delivered (no producer deadline).
+    patience: Patience,
 }
 
 impl Upstream {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Upstream>, StartError> {
+        Upstream::with_patience(
+            config,
+            metrics,
+            Patience::new(config.request_timeout.0, CancellationToken::new()),
+        )
+    }
+
+    /// [`Upstream::new`] whose spooled deliveries stop being resent once
+    /// `patience.draining` is cancelled.
+    pub fn with_patience(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        patience: Patience,
+    ) -> Result<Arc<Upstream>, StartError> {
         // rustls with our roots and ALPN (see `tls`); HTTPS_PROXY / NO_PROXY are
         // honoured by reqwest's system proxy support, tunnelling with CONNECT.
         let tls = tls::client_config(
@@ -89,6 +109,7 @@ impl Upstream {
             body_limit: exchange::body_limit(config.max_batch_messages),
             metrics,
             ims,
+            patience,
         }))
     }
 

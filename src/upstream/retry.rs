@@ -28,6 +28,21 @@ impl RetryPolicy {
         RetryPolicy { schedule, max }
     }
 
+    /// The delay before retry number `retry` of spooled messages, which have
+    /// no retry limit (only `spool_max_age`): the same full-jitter schedule,
+    /// its ceiling capped at `retry_max_backoff` for ever after.
+    pub fn capped_delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        // Past 32 doublings every ceiling is the cap; no need to walk further.
+        let ceiling = self
+            .schedule
+            .without_max_times()
+            .build()
+            .nth(retry.min(32) as usize)
+            .unwrap_or(self.max);
+        let jittered = ceiling.mul_f64(rand::random::<f64>());
+        retry_after.map_or(jittered, |floor| floor.max(jittered))
+    }
+
     /// The delay before retry number `retry` (0 for the first), or `None` when
     /// the retries are used up. Full jitter: uniform in `[0, ceiling)`, where the
     /// ceiling doubles per retry; a `Retry-After` from the upstream is a floor.
@@ -77,6 +92,20 @@ mod tests {
             );
         }
         assert_eq!(p.delay(3, None), None);
+    }
+
+    #[test]
+    fn spooled_delays_never_run_out_and_stay_under_the_cap() {
+        let p = RetryPolicy::new(2, Duration::from_millis(100), Duration::from_millis(250));
+        for retry in [0, 1, 2, 3, 50, u32::MAX] {
+            let d = p.capped_delay(retry, None);
+            assert!(d < Duration::from_millis(250), "{retry}: {d:?}");
+        }
+        assert_eq!(
+            p.capped_delay(9, Some(Duration::from_secs(3))),
+            Duration::from_secs(3),
+            "Retry-After is a floor"
+        );
     }
 
     #[test]

@@ -23,5 +23,7 @@ mod paths;
 mod prometheus;
 mod shutdown;
 mod slow;
+mod spool;
+mod spool_crash;
 mod tls;
 mod upstream_answers;

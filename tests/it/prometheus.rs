@@ -86,7 +86,6 @@ async fn every_metric_in_alerts_and_dashboard_exists() {
 /// The spool's names in deploy/ against the binary run with `spool_dir` and
 /// one fire-and-forget message (so the sync histogram has a sample).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs the spool wired into the daemon (spool_dir, 202): un-ignore when it merges"]
 async fn every_spool_metric_in_alerts_and_dashboard_exists() {
     use aep_standin::{StandIn, StandInConfig};
 

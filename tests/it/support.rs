@@ -60,11 +60,34 @@ impl TestApp {
     }
 
     pub async fn start_on(standin: StandIn, config: Config) -> TestApp {
+        Self::start_app(standin, config, |app| app).await
+    }
+
+    /// [`TestApp::start_with`], with `adjust` applied to the bound [`App`]
+    /// (e.g. to inject spool faults).
+    pub async fn start_adjusted(
+        standin: StandInConfig,
+        tweak: impl FnOnce(&mut Config),
+        adjust: impl FnOnce(App) -> App,
+    ) -> TestApp {
+        let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), standin)
+            .await
+            .expect("stand-in binds");
+        let mut config = test_config(standin.local_addr());
+        tweak(&mut config);
+        Self::start_app(standin, config, adjust).await
+    }
+
+    async fn start_app(
+        standin: StandIn,
+        config: Config,
+        adjust: impl FnOnce(App) -> App,
+    ) -> TestApp {
         let standin_stop = CancellationToken::new();
         let handle = standin.handle();
         let stop_token = standin_stop.clone();
         tokio::spawn(standin.run(async move { stop_token.cancelled().await }));
-        let app = App::bind(config).await.expect("inletd binds");
+        let app = adjust(App::bind(config).await.expect("inletd binds"));
         let (addr, admin) = (app.addr(), app.admin_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

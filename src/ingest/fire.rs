@@ -1,0 +1,177 @@
+//! Fire-and-forget (`Prefer: respond-async`, or `async_default`): the
+//! producer gets `202 Accepted` without waiting for the upstream.
+//!
+//! - Without `spool_dir`, once the messages are in the batcher (memory only:
+//!   lost if the process dies). They are delivered like waiting ones, within
+//!   `request_timeout`; their outcome is counted and a failure logged.
+//! - With `spool_dir`, only once every message of the request is appended and
+//!   `fdatasync`ed ([`Spool::append`]). Then each goes to the batcher with a
+//!   spooled reply (acked when delivered, dead-lettered when failed for good).
+//!   A request is all-or-nothing for the 202: if one append fails, the
+//!   producer gets that error (429 full, 503 write failure) — but the records
+//!   already appended are delivered all the same (a retrying producer may send
+//!   those twice).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::admission::Received;
+use super::prefer::{PREFERENCE_APPLIED, RESPOND_ASYNC};
+use super::{Arrival, ConnectionId, Ingest};
+use crate::batcher::{BatchKey, Message};
+use crate::error::Error;
+use crate::reply::{Held, Reply, Spooled};
+use crate::spool::{Record, Spool};
+
+/// How far ahead "never" is for a deadline that cannot be represented.
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `now + age`, saturating far in the future.
+pub(super) fn deadline_after(now: Instant, age: Duration) -> Instant {
+    now.checked_add(age)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
+impl Ingest {
+    /// Whether this request is answered 202 without waiting.
+    pub(super) fn wants_async(&self, headers: &axum::http::HeaderMap) -> bool {
+        self.async_default || super::prefer::respond_async(headers)
+    }
+
+    /// Accepts `bodies` (checked and charged) fire-and-forget and answers 202.
+    pub(super) async fn fire(
+        &self,
+        arrival: &Arrival,
+        connection_id: &ConnectionId,
+        key: BatchKey,
+        received: Received,
+        bodies: Vec<Bytes>,
+    ) -> Result<Response, Error> {
+        // No answer entries to build: nothing of the bound is kept for one.
+        let (_, shares) = self.shares(received, bodies, 0)?;
+        let n = shares.len();
+        let durable = self.spool.is_some();
+        match &self.spool {
+            None => {
+                let messages = self.in_memory(arrival, connection_id, shares);
+                self.batcher
+                    .submit(key, messages)
+                    .map_err(|_| Error::Draining)?;
+            }
+            Some(spool) => {
+                // In its own task: a producer that hangs up during the sync
+                // cancels this handler, and must not strand records already
+                // written without a reply (they would wait for the next start).
+                let (ingest, spool) = (self.clone(), spool.clone());
+                let connection = connection_id.as_str().to_owned();
+                let spooling = async move {
+                    let (messages, failed) =
+                        ingest.spooled(&spool, &connection, &key, shares).await;
+                    if !messages.is_empty() {
+                        // Refused only once draining: the records are replayed at the next start.
+                        ingest
+                            .batcher
+                            .submit(key, messages)
+                            .map_err(|_| Error::Draining)?;
+                    }
+                    failed.map_or(Ok(()), Err)
+                };
+                tokio::spawn(spooling)
+                    .await
+                    .map_err(|_| Error::Draining)??;
+            }
+        }
+        self.metrics.spool.accepted(durable, n);
+        let body = json!({ "accepted": n, "durable": durable });
+        let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+        response
+            .headers_mut()
+            .insert(PREFERENCE_APPLIED, HeaderValue::from_static(RESPOND_ASYNC));
+        Ok(response)
+    }
+
+    fn held(&self, deadline: Instant, bytes: usize, permit: OwnedSemaphorePermit) -> Held {
+        Held {
+            accepted: Instant::now(),
+            deadline,
+            bytes,
+            metrics: self.metrics.clone(),
+            permit,
+            drain: self.work.token(),
+        }
+    }
+
+    fn in_memory(
+        &self,
+        arrival: &Arrival,
+        connection_id: &ConnectionId,
+        shares: Vec<(Bytes, OwnedSemaphorePermit)>,
+    ) -> Vec<Message> {
+        let connection: Arc<str> = connection_id.as_str().into();
+        shares
+            .into_iter()
+            .map(|(body, share)| {
+                let held = self.held(arrival.deadline, body.len(), share);
+                let reply = Reply::in_memory(held, connection.clone());
+                Message { body, reply }
+            })
+            .collect()
+    }
+
+    /// Appends every message (queued together, so one group commit covers
+    /// them) and returns those that are durable, and the first failure.
+    async fn spooled(
+        &self,
+        spool: &Spool,
+        connection_id: &str,
+        key: &BatchKey,
+        shares: Vec<(Bytes, OwnedSemaphorePermit)>,
+    ) -> (Vec<Message>, Option<Error>) {
+        let accepted_at = SystemTime::now();
+        let records: Vec<Record> = shares
+            .iter()
+            .map(|(body, _)| Record {
+                connection_id: connection_id.to_owned(),
+                credentials: key.credentials().to_vec(),
+                body: body.clone(),
+                accepted_at,
+            })
+            .collect();
+        let appends: Vec<_> = records.iter().map(|r| spool.append(r)).collect();
+        let ids = futures_util::future::join_all(appends).await;
+        let deadline = deadline_after(Instant::now(), self.spool_max_age);
+        let mut failed = None;
+        let mut messages = Vec::with_capacity(shares.len());
+        for (((body, share), mut record), id) in shares.into_iter().zip(records).zip(ids) {
+            match id {
+                Ok(id) => {
+                    // The reply keeps what a dead letter needs, never the credentials.
+                    record.credentials = Vec::new();
+                    let held = self.held(deadline, body.len(), share);
+                    let spooled = Spooled {
+                        id,
+                        spool: spool.clone(),
+                        record,
+                    };
+                    let reply = Reply::spooled(held, spooled);
+                    messages.push(Message { body, reply });
+                }
+                Err(e) => {
+                    if failed.is_none() {
+                        tracing::warn!(connection_id, error = %e, "cannot spool a message");
+                        failed = Some(Error::Spool(e));
+                    }
+                }
+            }
+        }
+        (messages, failed)
+    }
+}
