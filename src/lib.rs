@@ -179,7 +179,7 @@ struct Pipeline {
     ims: Option<ims::TokenProvider>,
     /// Closed last, once nothing can ack or dead-letter any more.
     spool: Option<spool::Spool>,
-    /// Stops by itself at the drain; aborted at the end in case it waits.
+    /// The spool's feeder: stops by itself at the drain; aborted at the end in case it waits.
     replay: Option<JoinHandle<()>>,
 }
 
@@ -193,7 +193,7 @@ struct Listeners {
 impl Running {
     /// The upstream client, the batcher worker and the dispatch loop, both
     /// supervised: they end only once the listeners stopped, earlier is a death.
-    /// With `spool_dir`: the spool opened, and its replay started.
+    /// With `spool_dir`: the spool opened, and its feeder started.
     async fn start_pipeline(
         &self,
         config: &Config,
@@ -245,10 +245,10 @@ impl Running {
             opened.as_ref().map(|(spool, _)| spool.clone()),
         );
         let (spool, replay) = match opened {
-            Some((spool, replay)) => {
+            Some((spool, feed)) => {
                 let task = ingest
                     .clone()
-                    .replay(replay, spool.clone(), config.spool_max_age.0);
+                    .feed(feed, spool.clone(), config.spool_max_age.0);
                 (Some(spool), Some(tokio::spawn(task)))
             }
             None => (None, None),
@@ -350,7 +350,7 @@ async fn open_spool(
     dir: std::path::PathBuf,
     storage: Option<Arc<dyn spool::Storage>>,
     metrics: &Arc<metrics::Metrics>,
-) -> Result<(spool::Spool, spool::Replay), StartError> {
+) -> Result<(spool::Spool, spool::Feed), StartError> {
     let mut options = spool::SpoolOptions::new(dir.clone());
     if let Some(storage) = storage {
         options.storage = storage;
@@ -358,7 +358,7 @@ async fn open_spool(
     options.max_spool_bytes = config.max_spool_bytes;
     options.on_sync = Some(metrics.spool.sync_observer());
     let opened = tokio::task::spawn_blocking(move || spool::Spool::open(options)).await;
-    let (spool, replay) = match opened {
+    let (spool, feed) = match opened {
         Ok(result) => result?,
         Err(e) => {
             return Err(StartError::Spool(spool::OpenError {
@@ -370,5 +370,5 @@ async fn open_spool(
     };
     // The spool logs what it found itself (segments, undelivered, damage).
     metrics.spool.attach(spool.stats(), config.max_spool_bytes);
-    Ok((spool, replay))
+    Ok((spool, feed))
 }

@@ -130,6 +130,9 @@ pub struct Spooled {
     pub spool: Spool,
     /// The record as spooled, without its credentials (a dead letter never has them).
     pub record: Record,
+    /// Its share of the part of the bound spooled messages may hold, if it
+    /// took one (released when the outcome is known).
+    pub quota: Option<OwnedSemaphorePermit>,
 }
 
 /// The reply side of one accepted message.
@@ -273,7 +276,9 @@ impl Reply {
 /// dead-lettered first, and only once that is on disk is the record acked (a
 /// failed dead letter leaves it spooled, to be tried again after a restart).
 async fn settle(spooled: Spooled, outcome: Outcome, _drain: Option<TaskTrackerToken>) {
-    let Spooled { id, spool, record } = spooled;
+    let Spooled {
+        id, spool, record, ..
+    } = spooled;
     if let Outcome::Failed {
         status, message, ..
     } = &outcome

@@ -24,11 +24,11 @@ use tokio::time::Instant;
 
 use super::admission::Received;
 use super::prefer::{PREFERENCE_APPLIED, RESPOND_ASYNC};
-use super::{Arrival, ConnectionId, Ingest};
+use super::{Arrival, ConnectionId, Ingest, MESSAGE_OVERHEAD};
 use crate::batcher::{BatchKey, Message};
 use crate::error::Error;
 use crate::reply::{Held, Reply, Spooled};
-use crate::spool::{Record, Spool};
+use crate::spool::{Appended, Record, Spool};
 
 /// How far ahead "never" is for a deadline that cannot be represented.
 const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
@@ -127,7 +127,9 @@ impl Ingest {
     }
 
     /// Appends every message (queued together, so one group commit covers
-    /// them) and returns those that are durable, and the first failure.
+    /// them) and returns those to deliver now, and the first failure. The
+    /// others wait on disk for the feeder (`replay.rs`): the request's memory
+    /// for them is let go once they are durable.
     async fn spooled(
         &self,
         spool: &Spool,
@@ -145,25 +147,41 @@ impl Ingest {
                 accepted_at,
             })
             .collect();
-        let appends: Vec<_> = records.iter().map(|r| spool.append(r)).collect();
-        let ids = futures_util::future::join_all(appends).await;
+        // All of the request or none of it goes straight to delivery.
+        let mut quota = self.spooled_quota(&shares);
+        let memory = quota.is_some();
+        let appends: Vec<_> = records
+            .iter()
+            .map(|r| spool.append_for(r, memory))
+            .collect();
+        let appended = futures_util::future::join_all(appends).await;
         let deadline = deadline_after(Instant::now(), self.spool_max_age);
         let mut failed = None;
         let mut messages = Vec::with_capacity(shares.len());
-        for (((body, share), mut record), id) in shares.into_iter().zip(records).zip(ids) {
-            match id {
-                Ok(id) => {
+        for (((body, share), mut record), appended) in shares.into_iter().zip(records).zip(appended)
+        {
+            match appended {
+                Ok(Appended {
+                    id,
+                    deliver_now: true,
+                }) => {
                     // The reply keeps what a dead letter needs, never the credentials.
                     record.credentials = Vec::new();
+                    let quota = quota
+                        .as_mut()
+                        .and_then(|q| q.split(spooled_cost(body.len(), self.spooled_bound)));
                     let held = self.held(deadline, body.len(), share);
                     let spooled = Spooled {
                         id,
                         spool: spool.clone(),
                         record,
+                        quota,
                     };
                     let reply = Reply::spooled(held, spooled);
                     messages.push(Message { body, reply });
                 }
+                // On disk only, its share dropped here: the feeder brings it in.
+                Ok(_) => {}
                 Err(e) => {
                     if failed.is_none() {
                         tracing::warn!(connection_id, error = %e, "cannot spool a message");
@@ -174,4 +192,27 @@ impl Ingest {
         }
         (messages, failed)
     }
+
+    /// The spooled part of the bound for every message of a request, if it
+    /// can be had at once.
+    fn spooled_quota(
+        &self,
+        shares: &[(Bytes, OwnedSemaphorePermit)],
+    ) -> Option<OwnedSemaphorePermit> {
+        let total: usize = shares
+            .iter()
+            .map(|(body, _)| spooled_cost(body.len(), self.spooled_bound))
+            .sum();
+        let weight = u32::try_from(total).ok()?;
+        self.spooled_memory
+            .clone()
+            .try_acquire_many_owned(weight)
+            .ok()
+    }
+}
+
+/// A spooled message's share of the spooled part of the bound (`bound`):
+/// what it costs in memory, at most all of it.
+pub(super) fn spooled_cost(len: usize, bound: usize) -> usize {
+    len.saturating_add(MESSAGE_OVERHEAD).min(bound)
 }

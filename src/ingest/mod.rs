@@ -88,6 +88,12 @@ pub struct Shared {
     /// `spool_dir` opened: fire-and-forget 202s wait for the disk.
     spool: Option<Spool>,
     spool_max_age: Duration,
+    /// The part of the bound spooled messages may hold in memory (half of
+    /// it, one permit per byte, taken beside their share of `permits`): the
+    /// rest stays for reading requests, so spooled producers get their 202
+    /// from the disk while delivery is slow.
+    spooled_memory: Arc<Semaphore>,
+    spooled_bound: usize,
 }
 
 impl Ingest {
@@ -118,6 +124,8 @@ impl Ingest {
             async_default: config.async_default.0,
             spool,
             spool_max_age: config.spool_max_age.0,
+            spooled_memory: Arc::new(Semaphore::new(bound / 2)),
+            spooled_bound: bound / 2,
         }))
     }
 

@@ -1,99 +1,139 @@
-//! Replay at start: the records the spool held undelivered when it was
-//! opened go to the batcher again, with spooled replies, under the batch key
-//! rebuilt from each record's connection id and credential headers.
+//! The feeder: spooled records that wait on disk only go to the batcher,
+//! in order, with spooled replies, under the batch key rebuilt from each
+//! record's connection id and credential headers. At start that is
+//! everything undelivered; afterwards, what producers' spooled messages left
+//! on disk while memory was short (`fire.rs`). One task, for the spool's life.
 //!
-//! Memory: each record's share of `max_buffered_bytes` is acquired (waiting)
-//! before it is queued, so replay never breaks the bound. The semaphore is
-//! fair: while replay waits, freed bytes go to it first, so producers get
-//! 429 until the backlog is in the batcher rather than replay starving behind
-//! them for ever. The chunk being read is the only thing held outside the
-//! bound ([`CHUNK_BYTES`] of bodies at most, plus one record).
+//! Memory: each record takes its share of the spooled messages' part of the
+//! bound ([`Ingest::spooled_memory`], half of `max_buffered_bytes`), then its
+//! share of the bound itself, waiting for both; so spooled messages never
+//! take more than half of the bound and the rest stays for requests being
+//! read (whose spooled messages get their 202 from the disk meanwhile) and
+//! for waiting producers. The chunk being read is the only thing held
+//! outside the bound ([`CHUNK_BYTES`] of bodies at most, plus one record).
 
 use std::time::{Duration, SystemTime};
 
 use axum::http::HeaderMap;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::fire::deadline_after;
 use super::{Ingest, MESSAGE_OVERHEAD};
 use crate::batcher::{BatchKey, Message};
 use crate::reply::{Held, Reply, Spooled};
-use crate::spool::{Record, Replay, Spool};
+use crate::spool::{Feed, Record, RecordId, Spool};
 
 /// Bodies read from disk per step.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
 impl Ingest {
-    /// Queues every record of `replay` for delivery; stops early when
-    /// shutdown begins (what is left stays on disk). Logs the counts.
-    pub async fn replay(self, mut replay: Replay, spool: Spool, max_age: Duration) {
-        let (mut queued, mut expired) = (0u64, 0u64);
-        'chunks: while !self.draining.is_cancelled() {
+    /// Feeds every record waiting on disk to delivery, for as long as the
+    /// spool is open; stops when shutdown begins (what is left stays on disk).
+    pub async fn feed(self, mut feed: Feed, spool: Spool, max_age: Duration) {
+        let signal = feed.signal();
+        let (mut queued, mut expired, mut first) = (0u64, 0u64, true);
+        while !self.draining.is_cancelled() {
             let read = tokio::task::spawn_blocking(move || {
-                let chunk = replay.next_chunk(CHUNK_BYTES);
-                (replay, chunk)
+                let chunk = feed.next_chunk(CHUNK_BYTES);
+                (feed, chunk)
             })
             .await;
             let chunk = match read {
                 Ok((back, chunk)) => {
-                    replay = back;
+                    feed = back;
                     chunk
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "spool replay stopped; the rest is replayed at the next start");
-                    break;
+                    tracing::error!(error = %e, "the spool feeder stopped; what waits on disk is delivered after the next start");
+                    return;
                 }
             };
             if chunk.is_empty() {
-                break;
+                if first || queued > 0 {
+                    tracing::info!(
+                        queued,
+                        already_too_old = expired,
+                        "spooled messages that waited on disk are all queued for delivery"
+                    );
+                }
+                (queued, expired, first) = (0, 0, false);
+                tokio::select! {
+                    () = signal.changed() => continue,
+                    () = self.draining.cancelled() => return,
+                }
             }
-            for (id, mut record) in chunk {
-                let cost = (record.body.len() + MESSAGE_OVERHEAD).min(self.bound);
-                let weight = u32::try_from(cost).unwrap_or(u32::MAX);
-                let permit = tokio::select! {
-                    permit = self.permits.clone().acquire_many_owned(weight) => permit,
-                    _ = self.draining.cancelled() => break 'chunks,
+            for (id, record) in chunk {
+                let Some((quota, permit)) = self.memory_for(record.body.len()).await else {
+                    return;
                 };
-                let Ok(permit) = permit else { break 'chunks };
                 let age = SystemTime::now()
                     .duration_since(record.accepted_at)
                     .unwrap_or(Duration::ZERO);
                 let left = max_age.saturating_sub(age);
                 expired += u64::from(left.is_zero());
-                let key = key_of(&record);
-                // The reply keeps what a dead letter needs, never the credentials.
-                record.credentials = Vec::new();
-                let body = record.body.clone();
-                let held = Held {
-                    accepted: Instant::now(),
-                    deadline: deadline_after(Instant::now(), left),
-                    bytes: body.len(),
-                    metrics: self.metrics.clone(),
-                    permit,
-                    drain: self.work.token(),
-                };
-                let spooled = Spooled {
-                    id,
-                    spool: spool.clone(),
-                    record,
-                };
-                let reply = Reply::spooled(held, spooled);
-                if self
-                    .batcher
-                    .submit(key, vec![Message { body, reply }])
-                    .is_err()
-                {
-                    break 'chunks;
+                if !self.hand_over(id, record, &spool, left, quota, permit) {
+                    return;
                 }
                 queued += 1;
                 self.metrics.spool.replayed.increment(1);
             }
         }
-        tracing::info!(
-            queued,
-            already_too_old = expired,
-            "spool replay done: undelivered messages from before the start are queued for delivery"
-        );
+    }
+
+    /// Waits for a record's share of the spooled part of the bound, then of
+    /// the bound itself. `None` once draining.
+    async fn memory_for(&self, len: usize) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let cost = (len + MESSAGE_OVERHEAD).min(self.bound);
+        let weight = |cost: usize| u32::try_from(cost).unwrap_or(u32::MAX);
+        let quota_cost = cost.min(self.spooled_bound);
+        let quota = self
+            .spooled_memory
+            .clone()
+            .acquire_many_owned(weight(quota_cost));
+        let quota = tokio::select! {
+            quota = quota => quota.ok()?,
+            () = self.draining.cancelled() => return None,
+        };
+        let permit = tokio::select! {
+            permit = self.permits.clone().acquire_many_owned(weight(cost)) => permit.ok()?,
+            () = self.draining.cancelled() => return None,
+        };
+        Some((quota, permit))
+    }
+
+    /// Queues one record read from disk; false once the batcher refuses (draining).
+    fn hand_over(
+        &self,
+        id: RecordId,
+        mut record: Record,
+        spool: &Spool,
+        left: Duration,
+        quota: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
+    ) -> bool {
+        let key = key_of(&record);
+        // The reply keeps what a dead letter needs, never the credentials.
+        record.credentials = Vec::new();
+        let body = record.body.clone();
+        let held = Held {
+            accepted: Instant::now(),
+            deadline: deadline_after(Instant::now(), left),
+            bytes: body.len(),
+            metrics: self.metrics.clone(),
+            permit,
+            drain: self.work.token(),
+        };
+        let spooled = Spooled {
+            id,
+            spool: spool.clone(),
+            record,
+            quota: Some(quota),
+        };
+        let reply = Reply::spooled(held, spooled);
+        self.batcher
+            .submit(key, vec![Message { body, reply }])
+            .is_ok()
     }
 }
 

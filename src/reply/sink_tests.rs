@@ -72,6 +72,7 @@ async fn spool_with_one(dir: &std::path::Path) -> (Spool, Spooled) {
         id,
         spool: spool.clone(),
         record,
+        quota: None,
     };
     (spool, spooled)
 }

@@ -7,7 +7,9 @@
 //! - `writer`: one thread owns every file; it drains all queued commands,
 //!   writes them, `fdatasync`s once and only then answers (group commit).
 //! - `ledger`: acks, synced before any segment is deleted.
-//! - `recovery`: [`Spool::open`] and the [`Replay`] of undelivered records.
+//! - `recovery`: [`Spool::open`], which also builds the [`Feed`].
+//! - `tail` and `feed`: records left on disk (at open, and while memory is
+//!   short) read back in order for delivery, without the writer's files.
 //! - [`dead_letter`]: `dead-letter.jsonl`, written here and read back for resends.
 //! - `storage`: the file operations tests replace to inject faults.
 //!
@@ -18,21 +20,28 @@
 //!
 //! 1. At start, [`Spool::open`] (blocking). An [`OpenError`] names `spool_dir`
 //!    and means the directory is unusable; damaged content never fails it.
-//! 2. Drain the [`Replay`] from `spawn_blocking` with [`Replay::next_chunk`]
-//!    sized to what `max_buffered_bytes` leaves free, and hand each record to
-//!    delivery with its [`RecordId`]. Only records present at open are in it.
-//! 3. For a producer: [`Spool::append`]; the 202 waits for its `Ok(id)`, then
-//!    the record goes to delivery. `Full` → 429 with `Retry-After`, `Io` or
-//!    `Closed` → 503, `Encode` → 413.
+//! 2. Run one feeder over the [`Feed`]: [`Feed::next_chunk`] from
+//!    `spawn_blocking`, each record handed to delivery with its [`RecordId`]
+//!    once its memory is had; an empty chunk means nothing waits on disk,
+//!    then wait for [`FeedSignal::changed`]. It starts with what was
+//!    undelivered at open.
+//! 3. For a producer: [`Spool::append_for`], saying whether the caller holds
+//!    the memory to deliver the message now; the 202 waits for its
+//!    `Ok(Appended)`. `deliver_now`: the caller hands it to delivery;
+//!    otherwise it waits on disk for the feeder (so do all later ones until
+//!    the feeder caught up, which keeps the order). `Full` → 429 with
+//!    `Retry-After`, `Io` or `Closed` → 503, `Encode` → 413.
 //! 4. Delivered: [`Spool::ack`]. Failed for good: [`Spool::dead_letter`], then
 //!    `ack`. An ack that fails only means a duplicate after a restart.
 //! 5. On SIGTERM: [`Spool::close`]; undelivered records stay for the next start.
 
 pub mod dead_letter;
+mod feed;
 mod ledger;
 mod record;
 mod recovery;
 mod storage;
+mod tail;
 mod writer;
 
 #[cfg(test)]
@@ -49,9 +58,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
 pub use dead_letter::{DeadLetter, DeadLetterReader};
+pub use feed::Feed;
 pub use record::{EncodeError, Record, RecordId};
-pub use recovery::Replay;
 pub use storage::{FileKind, RealStorage, Storage};
+pub use tail::FeedSignal;
 
 /// A callback told how long each group's write plus `fdatasync` took (for
 /// `inletd_spool_sync_seconds`). Runs on the writer thread: keep it cheap.
@@ -138,6 +148,7 @@ pub struct SpoolStats {
     pub(crate) synced_messages: AtomicU64,
     pub(crate) sync_nanos: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
+    pub(crate) waiting: AtomicU64,
 }
 
 impl SpoolStats {
@@ -167,6 +178,11 @@ impl SpoolStats {
     pub fn sync_time(&self) -> Duration {
         Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed))
     }
+    /// Records waiting on disk only for the feeder (not in memory); part of
+    /// [`Self::messages`] (`inletd_spool_waiting_on_disk_messages`).
+    pub fn waiting_on_disk(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
     /// Dead letters written since open (`inletd_dead_letters_total`).
     pub fn dead_letters(&self) -> u64 {
         self.dead_letters.load(Ordering::Relaxed)
@@ -179,7 +195,8 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
 pub(crate) enum Command {
     Append {
         frame: Vec<u8>,
-        reply: Reply<RecordId>,
+        memory: bool,
+        reply: Reply<Appended>,
     },
     Ack {
         id: RecordId,
@@ -192,6 +209,14 @@ pub(crate) enum Command {
     Close {
         reply: oneshot::Sender<()>,
     },
+}
+
+/// A durable append: where the record is, and whether its caller hands it to
+/// delivery now (`false`: it waits on disk; the feeder brings it in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub id: RecordId,
+    pub deliver_now: bool,
 }
 
 /// A handle to an open spool; clones share the same writer.
@@ -213,28 +238,42 @@ impl fmt::Debug for Spool {
 
 impl Spool {
     /// Opens `spool_dir`: reads what is there, forgets what is acknowledged,
-    /// and returns the handle plus a [`Replay`] of everything undelivered.
-    /// Blocking (it reads the segments once); call it before serving.
-    pub fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> {
+    /// and returns the handle plus the [`Feed`], which starts with everything
+    /// undelivered. Blocking (it reads the segments once); call it before serving.
+    pub fn open(options: SpoolOptions) -> Result<(Spool, Feed), OpenError> {
         recovery::open(options)
     }
 
-    /// Queues `record` at once (failing at once when full or too large) and
-    /// resolves with its id only after the sync covering it returned.
-    /// Dropping the future does not withdraw the record: if it is written,
-    /// it is replayed at the next open (at least once, never lost).
+    /// [`Spool::append_for`] by a caller holding the memory, that only needs
+    /// the id (it ignores `deliver_now`: not for callers sharing delivery with a feeder).
     pub fn append(
         &self,
         record: &Record,
     ) -> impl Future<Output = Result<RecordId, SpoolError>> + Send + 'static {
-        let queued = self.enqueue_append(record);
+        let appended = self.append_for(record, true);
+        async move { appended.await.map(|a| a.id) }
+    }
+
+    /// Queues `record` at once (failing at once when full or too large) and
+    /// resolves only after the sync covering it returned. `memory`: whether
+    /// the caller holds the memory to deliver it now; the answer says if it
+    /// should ([`Appended::deliver_now`]) or leave it to the feeder.
+    /// Dropping the future does not withdraw the record: if it is written,
+    /// it is replayed at the next open (at least once, never lost).
+    pub fn append_for(
+        &self,
+        record: &Record,
+        memory: bool,
+    ) -> impl Future<Output = Result<Appended, SpoolError>> + Send + 'static {
+        let queued = self.enqueue_append(record, memory);
         async move { queued?.await.unwrap_or(Err(SpoolError::Closed)) }
     }
 
     fn enqueue_append(
         &self,
         record: &Record,
-    ) -> Result<oneshot::Receiver<Result<RecordId, SpoolError>>, SpoolError> {
+        memory: bool,
+    ) -> Result<oneshot::Receiver<Result<Appended, SpoolError>>, SpoolError> {
         let frame = record.encode(self.max_record_bytes)?;
         let len = frame.len() as u64;
         let max = self.max_spool_bytes;
@@ -245,7 +284,12 @@ impl Spool {
             })
             .map_err(|_| SpoolError::Full { max })?;
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Command::Append { frame, reply }).is_err() {
+        let append = Command::Append {
+            frame,
+            memory,
+            reply,
+        };
+        if self.tx.send(append).is_err() {
             self.stats.bytes.fetch_sub(len, Ordering::AcqRel);
             return Err(SpoolError::Closed);
         }

@@ -1,30 +1,32 @@
 //! Opening a spool: prepare `spool_dir` (`0700`), read the ledger, scan every
 //! segment in order, skip (count, log) whatever is damaged, delete segments
 //! with nothing left to deliver (after the rewritten ledger is synced), start
-//! the writer, and hand back a [`Replay`] of the undelivered records.
+//! the writer, and hand back a [`Feed`] that starts with the undelivered records.
 //!
 //! Open fails only when the directory itself cannot be used; damaged content,
 //! unreadable or missing segments never stop a start. Memory: the scan holds
-//! one segment's bytes at a time, the replay one record at a time plus 8 bytes
-//! per undelivered record (its offset).
+//! one segment's bytes at a time, the feed one record at a time plus 8 bytes
+//! per record undelivered at open (its offset).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::fs::{self, DirBuilder, File};
+use std::fs::{self, DirBuilder};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::feed::Feed;
 use super::ledger;
 use super::record::{self, Record, RecordId, HEADER_LEN};
 use super::storage::{segment_path, segment_seq};
+use super::tail::{State, Tail};
 use super::writer::{Segment, Writer};
 use super::{OpenError, Spool, SpoolOptions, SpoolStats};
 
-pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> {
+pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Feed), OpenError> {
     let dir = options.dir.clone();
     let fail = |what: &'static str| {
         let dir = dir.clone();
@@ -61,15 +63,52 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> 
         }
     }
 
+    let bytes: u64 = segments.values().map(|s| s.bytes).sum();
+    let live: usize = segments.values().map(|s| s.live.len()).sum();
+    stats.bytes.store(bytes, Ordering::Relaxed);
+    stats.messages.store(live as u64, Ordering::Relaxed);
+    stats.waiting.store(live as u64, Ordering::Relaxed);
+    // Start-up is an overflow from the first undelivered record: everything
+    // is on disk only, and new appends wait behind it until the feed catches up.
+    let known: VecDeque<(u64, VecDeque<u64>)> = segments
+        .iter()
+        .filter(|(_, s)| !s.live.is_empty())
+        .map(|(seq, s)| {
+            let mut offsets: Vec<u64> = s.live.iter().copied().collect();
+            offsets.sort_unstable();
+            (*seq, offsets.into())
+        })
+        .collect();
+    let first_new = max_seen + 1;
+    let start = |segment| RecordId { segment, offset: 0 };
+    let tail = Arc::new(Tail::new(
+        State {
+            end: start(first_new),
+            overflow: known.front().map(|(seq, _)| start(*seq)),
+        },
+        Arc::clone(&stats),
+    ));
+    let feed = Feed {
+        tail: Arc::clone(&tail),
+        cursor: start(known.front().map_or(first_new, |(seq, _)| *seq)),
+        known,
+        first_new,
+        dir: dir.clone(),
+        file: None,
+        max_payload: options.max_record_bytes,
+        stats: Arc::clone(&stats),
+    };
+
     let mut writer = Writer {
         options,
         stats: Arc::clone(&stats),
         segments,
         active: None,
-        next_seq: max_seen + 1,
+        next_seq: first_new,
         ledger: None,
         foreign_acks,
         dead_letters: Default::default(),
+        tail,
     };
     // Acks of segments already gone are dropped here; the rewrite is synced
     // before any segment is deleted below.
@@ -82,26 +121,6 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> 
             tracing::warn!(dir = %dir.display(), error = %e, "cannot rewrite the spool ack ledger; retried at the next ack")
         }
     }
-    let bytes: u64 = writer.segments.values().map(|s| s.bytes).sum();
-    let live: usize = writer.segments.values().map(|s| s.live.len()).sum();
-    stats.bytes.store(bytes, Ordering::Relaxed);
-    stats.messages.store(live as u64, Ordering::Relaxed);
-
-    let replay = Replay {
-        pending: writer
-            .segments
-            .iter()
-            .filter(|(_, s)| !s.live.is_empty())
-            .map(|(seq, s)| {
-                let mut offsets: Vec<u64> = s.live.iter().copied().collect();
-                offsets.sort_unstable();
-                (*seq, s.path.clone(), offsets)
-            })
-            .collect(),
-        current: None,
-        max_payload: writer.options.max_record_bytes,
-        stats: Arc::clone(&stats),
-    };
     if writer.ledger.is_some() {
         writer.delete_finished();
     }
@@ -118,7 +137,7 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Replay), OpenError> 
         .name("inletd-spool".into())
         .spawn(move || writer.run(rx))
         .map_err(fail("cannot start the spool writer thread"))?;
-    Ok((spool, replay))
+    Ok((spool, feed))
 }
 
 /// Errors that say the directory cannot be used at all (rather than "not now").
@@ -193,98 +212,4 @@ fn load_segment(
         acked,
         sealed: true,
     })
-}
-
-/// The records that were undelivered at open, oldest first, read lazily one
-/// at a time. Blocking file reads: drive it from `spawn_blocking` or a thread.
-pub struct Replay {
-    pending: VecDeque<(u64, PathBuf, Vec<u64>)>,
-    current: Option<(u64, File, std::vec::IntoIter<u64>)>,
-    max_payload: usize,
-    stats: Arc<SpoolStats>,
-}
-
-impl std::fmt::Debug for Replay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replay")
-            .field("segments_left", &self.pending.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Replay {
-    /// Up to `max_bytes` of bodies (at least one record if any remain), so a
-    /// caller can stay inside `max_buffered_bytes`. Empty when done.
-    pub fn next_chunk(&mut self, max_bytes: usize) -> Vec<(RecordId, Record)> {
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        while bytes < max_bytes || out.is_empty() {
-            let Some((id, record)) = self.next() else {
-                break;
-            };
-            bytes += record.body.len();
-            out.push((id, record));
-        }
-        out
-    }
-
-    fn read(file: &File, offset: u64, max_payload: usize) -> Result<Record, String> {
-        let mut header = [0; HEADER_LEN];
-        file.read_exact_at(&mut header, offset)
-            .map_err(|e| e.to_string())?;
-        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        if len > max_payload {
-            return Err("impossible length".into());
-        }
-        let mut frame = header.to_vec();
-        frame.resize(HEADER_LEN + len, 0);
-        file.read_exact_at(&mut frame[HEADER_LEN..], offset + HEADER_LEN as u64)
-            .map_err(|e| e.to_string())?;
-        if record::frame_at(&frame, 0, max_payload).is_none() {
-            return Err("CRC mismatch".into());
-        }
-        Record::decode(&frame[HEADER_LEN..]).map_err(str::to_owned)
-    }
-}
-
-impl Iterator for Replay {
-    type Item = (RecordId, Record);
-
-    fn next(&mut self) -> Option<(RecordId, Record)> {
-        loop {
-            if let Some((seq, file, offsets)) = self.current.as_mut() {
-                let Some(offset) = offsets.next() else {
-                    self.current = None;
-                    continue;
-                };
-                match Self::read(file, offset, self.max_payload) {
-                    Ok(record) => {
-                        let id = RecordId {
-                            segment: *seq,
-                            offset,
-                        };
-                        return Some((id, record));
-                    }
-                    Err(why) => {
-                        // Changed since the scan at open: skip it like any damage.
-                        tracing::warn!(
-                            segment = *seq,
-                            offset,
-                            why,
-                            "a spool record could not be read back; skipped"
-                        );
-                        self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                }
-            }
-            let (seq, path, offsets) = self.pending.pop_front()?;
-            match File::open(&path) {
-                Ok(file) => self.current = Some((seq, file, offsets.into_iter())),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "a spool segment is missing or unreadable; skipped");
-                }
-            }
-        }
-    }
 }

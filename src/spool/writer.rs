@@ -26,7 +26,12 @@ use super::dead_letter;
 use super::ledger::{rewrite_ledger, sync_acks, Ledger};
 use super::record::RecordId;
 use super::storage::{self, segment_path, FileKind};
-use super::{Command, Reply, SpoolError, SpoolOptions, SpoolStats};
+use super::tail::Tail;
+use super::{Appended, Command, Reply, SpoolError, SpoolOptions, SpoolStats};
+
+/// An append waiting for its group's sync: the frame, whether the caller
+/// holds the memory to deliver it now, and where the answer goes.
+type Pending = (Vec<u8>, bool, Reply<Appended>);
 
 /// One segment the writer knows about.
 pub(crate) struct Segment {
@@ -53,6 +58,8 @@ pub(crate) struct Writer {
     /// Acks of segments present but unreadable at open: kept in every rewrite.
     pub foreign_acks: Vec<RecordId>,
     pub dead_letters: dead_letter::DeadLetterFile,
+    /// Told the durable end after each group; decides which records wait on disk.
+    pub tail: Arc<Tail>,
 }
 
 /// Stop draining once a group holds this many bytes of appends, so one sync
@@ -70,9 +77,13 @@ impl Writer {
             let mut next = Some(first);
             while let Some(command) = next.take() {
                 match command {
-                    Command::Append { frame, reply } => {
+                    Command::Append {
+                        frame,
+                        memory,
+                        reply,
+                    } => {
                         group_bytes += frame.len();
-                        appends.push((frame, reply));
+                        appends.push((frame, memory, reply));
                     }
                     Command::Ack { id, reply } => acks.push((id, reply)),
                     Command::DeadLetter { line, reply } => letters.push((line, reply)),
@@ -96,11 +107,7 @@ impl Writer {
     /// One group: appends and acks are prepared here, then the segment and
     /// the ledger are written and synced at the same time (two threads), so
     /// an append never waits for an ack's sync on top of its own.
-    fn commit(
-        &mut self,
-        appends: Vec<(Vec<u8>, Reply<RecordId>)>,
-        acks: Vec<(RecordId, Reply<()>)>,
-    ) {
+    fn commit(&mut self, appends: Vec<Pending>, acks: Vec<(RecordId, Reply<()>)>) {
         // Appends first: a roll may delete segments, which must happen
         // before any ack of this group leaves `live` ahead of the ledger.
         let group = (!appends.is_empty()).then(|| self.prepare_group(&appends));
@@ -153,7 +160,7 @@ impl Writer {
     }
 
     /// Rolls if needed and joins the frames; the offsets start at `start`.
-    fn prepare_group(&mut self, appends: &[(Vec<u8>, Reply<RecordId>)]) -> io::Result<Group> {
+    fn prepare_group(&mut self, appends: &[Pending]) -> io::Result<Group> {
         let full = self
             .active
             .as_ref()
@@ -171,17 +178,17 @@ impl Writer {
             start,
             buf: appends
                 .iter()
-                .flat_map(|(f, _)| f.iter().copied())
+                .flat_map(|(f, _, _)| f.iter().copied())
                 .collect(),
         })
     }
 
     fn finish_appends(
         &mut self,
-        appends: Vec<(Vec<u8>, Reply<RecordId>)>,
+        appends: Vec<Pending>,
         result: io::Result<(Group, std::time::Duration)>,
     ) {
-        let total: u64 = appends.iter().map(|(f, _)| f.len() as u64).sum();
+        let total: u64 = appends.iter().map(|(f, _, _)| f.len() as u64).sum();
         let (group, took) = match result {
             Ok(done) => done,
             Err(e) => {
@@ -197,7 +204,7 @@ impl Writer {
                 tracing::warn!(dir = %self.options.dir.display(), error = %e, records = appends.len(), "spool append failed; the next append starts a new segment");
                 self.stats.bytes.fetch_sub(total, Ordering::AcqRel);
                 let e = Arc::new(e);
-                for (_, reply) in appends {
+                for (_, _, reply) in appends {
                     let _ = reply.send(Err(SpoolError::Io(Arc::clone(&e))));
                 }
                 return;
@@ -214,21 +221,29 @@ impl Writer {
         let n = appends.len() as u64;
         stats.messages.fetch_add(n, Ordering::Relaxed);
         stats.synced_messages.fetch_add(n, Ordering::Relaxed);
-        let segment = self.segments.get_mut(&group.seq);
-        let mut live = segment.map(|s| {
-            s.bytes += total;
-            &mut s.live
-        });
-        let mut offset = group.start;
-        for (frame, reply) in appends {
-            if let Some(live) = live.as_mut() {
-                live.insert(offset);
-            }
-            let _ = reply.send(Ok(RecordId {
+        let mut end = group.start;
+        let placed: Vec<(u64, bool)> = appends
+            .iter()
+            .map(|(frame, memory, _)| {
+                end += frame.len() as u64;
+                (end - frame.len() as u64, *memory)
+            })
+            .collect();
+        if let Some(segment) = self.segments.get_mut(&group.seq) {
+            segment.bytes += total;
+            segment
+                .live
+                .extend(placed.iter().map(|(offset, _)| *offset));
+        }
+        // Live before the feed can see them (and hand them to someone who acks).
+        let now = self.tail.synced(group.seq, &placed, end);
+        for (((_, _, reply), (offset, _)), deliver_now) in appends.into_iter().zip(placed).zip(now)
+        {
+            let id = RecordId {
                 segment: group.seq,
                 offset,
-            }));
-            offset += frame.len() as u64;
+            };
+            let _ = reply.send(Ok(Appended { id, deliver_now }));
         }
     }
 

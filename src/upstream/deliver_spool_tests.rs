@@ -65,6 +65,7 @@ impl Rig {
                 id,
                 spool: self.spool.clone(),
                 record,
+                quota: None,
             };
             out.push(Message {
                 body,

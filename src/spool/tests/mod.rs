@@ -16,7 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::http::{HeaderName, HeaderValue};
 use bytes::Bytes;
 
-use super::{FileKind, Record, RecordId, Replay, Spool, SpoolOptions, Storage};
+use super::{Feed, FileKind, Record, RecordId, Spool, SpoolOptions, Storage};
 
 /// How long a test waits for the writer thread before calling it a hang.
 pub(super) const WAIT: Duration = Duration::from_secs(30);
@@ -99,7 +99,7 @@ pub(super) fn faulty_options(dir: &Path, faulty: &Arc<Faulty>) -> SpoolOptions {
     options
 }
 
-pub(super) fn open(options: SpoolOptions) -> (Spool, Replay) {
+pub(super) fn open(options: SpoolOptions) -> (Spool, Feed) {
     Spool::open(options).expect("spool opens")
 }
 
