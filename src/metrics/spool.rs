@@ -16,6 +16,7 @@ pub const ASYNC_RESULTS: &str = "inletd_async_results_total";
 pub const SPOOL_BYTES: &str = "inletd_spool_bytes";
 pub const SPOOL_MESSAGES: &str = "inletd_spool_messages";
 pub const SPOOL_MAX_BYTES: &str = "inletd_spool_max_bytes";
+pub const SPOOL_WAITING_ON_DISK: &str = "inletd_spool_waiting_on_disk_messages";
 pub const SPOOL_SYNC: &str = "inletd_spool_sync_seconds";
 pub const SPOOL_SYNCS: &str = "inletd_spool_syncs_total";
 pub const SPOOL_SYNCED_MESSAGES: &str = "inletd_spool_synced_messages_total";
@@ -56,6 +57,7 @@ pub struct SpoolMetrics {
     sync: Histogram,
     bytes: Gauge,
     messages: Gauge,
+    waiting_on_disk: Gauge,
     max_bytes: Gauge,
     syncs: Counter,
     synced_messages: Counter,
@@ -95,7 +97,7 @@ impl SpoolMetrics {
             delivered: by(ASYNC_RESULTS, Some(("result", "delivered"))),
             failed: by(ASYNC_RESULTS, Some(("result", "failed"))),
             replayed: counter!(
-                description: "Spooled messages found undelivered at start-up and queued for delivery.",
+                description: "Spooled messages read back from disk and queued for delivery (found undelivered at start-up, or left on disk while memory was short).",
                 SPOOL_REPLAYED
             ),
             resent_unconfirmed: counter!(
@@ -109,6 +111,10 @@ impl SpoolMetrics {
             ),
             bytes: gauge!(SPOOL_BYTES),
             messages: gauge!(SPOOL_MESSAGES),
+            waiting_on_disk: gauge!(
+                description: "Spooled messages waiting on disk only, for memory to bring them into delivery (part of inletd_spool_messages).",
+                SPOOL_WAITING_ON_DISK
+            ),
             max_bytes: gauge!(
                 description: "The configured max_spool_bytes bound (0: no spool).",
                 unit: Unit::Bytes,
@@ -168,6 +174,7 @@ impl SpoolMetrics {
         };
         self.bytes.set(stats.bytes() as f64);
         self.messages.set(stats.messages() as f64);
+        self.waiting_on_disk.set(stats.waiting_on_disk() as f64);
         self.syncs.absolute(stats.syncs());
         self.synced_messages.absolute(stats.synced_messages());
         self.dead_letters.absolute(stats.dead_letters());

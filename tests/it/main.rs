@@ -25,5 +25,6 @@ mod shutdown;
 mod slow;
 mod spool;
 mod spool_crash;
+mod spool_overflow;
 mod tls;
 mod upstream_answers;

@@ -4,6 +4,7 @@
 mod commit;
 mod crash;
 mod dead_letters;
+mod feed;
 mod props;
 mod recovery;
 
