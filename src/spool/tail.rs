@@ -80,12 +80,12 @@ impl Tail {
         *self.lock()
     }
 
-    /// Feed: it has handed over everything before `at`. If that is the
-    /// durable end, the overflow ends (later appends go straight to
-    /// delivery again) and it returns true.
+    /// Feed: it has handed over everything before `at`. True when nothing
+    /// waits on disk: no overflow, or `at` is the durable end (then the
+    /// overflow ends, and later appends go straight to delivery again).
     pub(crate) fn caught_up(&self, at: RecordId) -> bool {
         let mut state = self.lock();
-        if at >= state.end {
+        if state.overflow.is_none() || at >= state.end {
             state.overflow = None;
             return true;
         }

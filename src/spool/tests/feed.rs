@@ -28,6 +28,8 @@ async fn appends_go_straight_to_delivery_until_memory_is_short() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, mut feed) = open(options(dir.path()));
     assert!(put(&spool, 0, true).await.deliver_now);
+    // Handed over directly: nothing for the feed (and it says so at once).
+    assert!(feed.next_chunk(usize::MAX).is_empty());
     let first_left = put(&spool, 1, false).await;
     assert!(!first_left.deliver_now);
     let later = put(&spool, 2, true).await;
