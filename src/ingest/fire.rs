@@ -5,8 +5,13 @@
 //!   lost if the process dies). They are delivered like waiting ones, within
 //!   `request_timeout`; their outcome is counted and a failure logged.
 //! - With `spool_dir`, only once every message of the request is appended and
-//!   `fdatasync`ed ([`Spool::append`]). Then each goes to the batcher with a
-//!   spooled reply (acked when delivered, dead-lettered when failed for good).
+//!   `fdatasync`ed ([`Spool::append_for`]): the 202 depends on the disk (and
+//!   `max_spool_bytes`), not on memory. If the request's messages can take
+//!   their part of the spooled messages' half of the bound at once and none
+//!   waits on disk before them, each goes to the batcher with a spooled reply
+//!   (acked when delivered, dead-lettered when failed for good); otherwise
+//!   they are left on disk, their memory let go, and the feeder
+//!   (`replay.rs`) brings them in, in order, as memory frees up.
 //!   A request is all-or-nothing for the 202: if one append fails, the
 //!   producer gets that error (429 full, 503 write failure) — but the records
 //!   already appended are delivered all the same (a retrying producer may send

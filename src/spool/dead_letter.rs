@@ -14,6 +14,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use base64::Engine;
@@ -23,6 +25,7 @@ use serde_json::value::RawValue;
 
 use super::record::Record;
 use super::storage::{self, FileKind, Storage};
+use super::{Reply, SpoolError};
 
 pub const FILE_NAME: &str = "dead-letter.jsonl";
 /// The lock file beside it (see [`DeadLetterLock`]); never removed.
@@ -257,6 +260,31 @@ impl Iterator for DeadLetterReader {
                 continue;
             }
             return Some(Self::parse(&buf).map_err(|reason| BadLine { line, reason }));
+        }
+    }
+}
+
+/// The writer thread's side: one write and sync for a group's dead letters.
+impl super::writer::Writer {
+    pub(crate) fn commit_dead_letters(&mut self, letters: Vec<(Vec<u8>, Reply<()>)>) {
+        if letters.is_empty() {
+            return;
+        }
+        let buf: Vec<u8> = letters
+            .iter()
+            .flat_map(|(l, _)| l.iter().copied())
+            .collect();
+        let options = &self.options;
+        let result = self
+            .dead_letters
+            .write(&options.dir, options.storage.as_ref(), &buf);
+        if result.is_ok() {
+            let n = letters.len() as u64;
+            self.stats.dead_letters.fetch_add(n, Ordering::Relaxed);
+        }
+        let result = result.map_err(Arc::new);
+        for (_, reply) in letters {
+            let _ = reply.send(result.clone().map_err(SpoolError::Io));
         }
     }
 }

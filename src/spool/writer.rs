@@ -2,7 +2,9 @@
 //! files. Group commit: it blocks for one command, drains everything else
 //! already queued, writes all appends with one `write` and one `fdatasync`,
 //! and only then answers their callers; whatever arrives during that sync
-//! forms the next group. Acks and dead letters are grouped the same way; a
+//! forms the next group. Each answer also says whether the caller delivers
+//! the record now or leaves it to the feed (`tail.rs`, decided in file order).
+//! Acks and dead letters are grouped the same way; a
 //! group's acks go to the ledger on a scoped second thread while its appends
 //! are synced, so neither waits for the other's fsync.
 //!
@@ -280,28 +282,6 @@ impl Writer {
                 segment.sealed = true;
             }
             self.delete_finished();
-        }
-    }
-
-    fn commit_dead_letters(&mut self, letters: Vec<(Vec<u8>, Reply<()>)>) {
-        if letters.is_empty() {
-            return;
-        }
-        let buf: Vec<u8> = letters
-            .iter()
-            .flat_map(|(l, _)| l.iter().copied())
-            .collect();
-        let options = &self.options;
-        let result = self
-            .dead_letters
-            .write(&options.dir, options.storage.as_ref(), &buf);
-        if result.is_ok() {
-            let n = letters.len() as u64;
-            self.stats.dead_letters.fetch_add(n, Ordering::Relaxed);
-        }
-        let result = result.map_err(Arc::new);
-        for (_, reply) in letters {
-            let _ = reply.send(result.clone().map_err(SpoolError::Io));
         }
     }
 
