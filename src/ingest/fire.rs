@@ -155,11 +155,7 @@ impl Ingest {
         // All of the request or none of it goes straight to delivery.
         let mut quota = self.spooled_quota(&shares);
         let memory = quota.is_some();
-        let appends: Vec<_> = records
-            .iter()
-            .map(|r| spool.append_for(r, memory))
-            .collect();
-        let appended = futures_util::future::join_all(appends).await;
+        let appended = futures_util::future::join_all(spool.append_all(&records, memory)).await;
         let deadline = deadline_after(Instant::now(), self.spool_max_age);
         let mut failed = None;
         let mut messages = Vec::with_capacity(shares.len());

@@ -223,6 +223,9 @@ pub struct Appended {
 #[derive(Clone)]
 pub struct Spool {
     tx: mpsc::UnboundedSender<Command>,
+    /// Held while one request's appends are queued, so they are contiguous
+    /// in the file and all share one decision (delivered now, or on disk).
+    queueing: Arc<std::sync::Mutex<()>>,
     stats: Arc<SpoolStats>,
     max_spool_bytes: u64,
     max_record_bytes: usize,
@@ -269,12 +272,47 @@ impl Spool {
         async move { queued?.await.unwrap_or(Err(SpoolError::Closed)) }
     }
 
+    /// [`Spool::append_for`] for each of `records`, queued back to back (no
+    /// other caller's record between them), so they are either all
+    /// delivered now or all left to the feeder, and keep their order.
+    pub fn append_all(
+        &self,
+        records: &[Record],
+        memory: bool,
+    ) -> Vec<impl Future<Output = Result<Appended, SpoolError>> + Send + 'static> {
+        // Encoded before the lock: only the queueing is serialised.
+        let frames: Vec<_> = records
+            .iter()
+            .map(|record| record.encode(self.max_record_bytes))
+            .collect();
+        let _queueing = self
+            .queueing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        frames
+            .into_iter()
+            .map(|frame| {
+                let queued = frame
+                    .map_err(SpoolError::from)
+                    .and_then(|frame| self.enqueue_frame(frame, memory));
+                async move { queued?.await.unwrap_or(Err(SpoolError::Closed)) }
+            })
+            .collect()
+    }
+
     fn enqueue_append(
         &self,
         record: &Record,
         memory: bool,
     ) -> Result<oneshot::Receiver<Result<Appended, SpoolError>>, SpoolError> {
-        let frame = record.encode(self.max_record_bytes)?;
+        self.enqueue_frame(record.encode(self.max_record_bytes)?, memory)
+    }
+
+    fn enqueue_frame(
+        &self,
+        frame: Vec<u8>,
+        memory: bool,
+    ) -> Result<oneshot::Receiver<Result<Appended, SpoolError>>, SpoolError> {
         let len = frame.len() as u64;
         let max = self.max_spool_bytes;
         self.stats

@@ -129,6 +129,7 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Feed), OpenError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let spool = Spool {
         tx,
+        queueing: Default::default(),
         stats,
         max_spool_bytes: writer.options.max_spool_bytes,
         max_record_bytes: writer.options.max_record_bytes,

@@ -171,3 +171,56 @@ async fn the_signal_wakes_the_feeder_when_a_record_is_left_on_disk() {
         .expect("woken by the record left on disk");
     assert_eq!(feed.next_chunk(usize::MAX).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_is_appended_back_to_back_and_never_split_between_the_two_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, mut feed) = open(options(dir.path()));
+    let mut tasks = Vec::new();
+    for task in 0..16u64 {
+        let spool = spool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for request in 0..4 {
+                let records: Vec<Record> = (0..5)
+                    .map(|n| record(task * 100 + request * 10 + n))
+                    .collect();
+                let appends = spool.append_all(&records, task % 2 == 0);
+                let answers = futures_util::future::join_all(appends).await;
+                let answers: Vec<Appended> = answers.into_iter().map(|a| a.unwrap()).collect();
+                requests.push(answers);
+            }
+            requests
+        }));
+    }
+    let mut requests = Vec::new();
+    for task in tasks {
+        requests.extend(task.await.unwrap());
+    }
+    let mut all: Vec<RecordId> = requests.iter().flatten().map(|a| a.id).collect();
+    all.sort_unstable();
+    for answers in &requests {
+        let now = answers[0].deliver_now;
+        assert!(answers.iter().all(|a| a.deliver_now == now), "{answers:?}");
+        let at = all.binary_search(&answers[0].id).unwrap();
+        let ids: Vec<RecordId> = answers.iter().map(|a| a.id).collect();
+        assert_eq!(
+            ids,
+            all[at..at + 5],
+            "nothing of another request in between"
+        );
+    }
+    let left: Vec<RecordId> = requests
+        .iter()
+        .flatten()
+        .filter(|a| !a.deliver_now)
+        .map(|a| a.id)
+        .collect();
+    let mut left_sorted = left.clone();
+    left_sorted.sort_unstable();
+    assert_eq!(
+        drain(&mut feed),
+        left_sorted,
+        "the feed reads exactly those left on disk"
+    );
+}
