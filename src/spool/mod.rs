@@ -25,9 +25,9 @@
 //!    once its memory is had; an empty chunk means nothing waits on disk,
 //!    then wait for [`FeedSignal::changed`]. It starts with what was
 //!    undelivered at open.
-//! 3. For a producer: [`Spool::append_for`], saying whether the caller holds
-//!    the memory to deliver the message now; the 202 waits for its
-//!    `Ok(Appended)`. `deliver_now`: the caller hands it to delivery;
+//! 3. For a producer: [`Spool::append_all`] (or [`Spool::append_for`]),
+//!    saying whether the caller holds the memory to deliver the messages
+//!    now; the 202 waits for each `Ok(Appended)`. `deliver_now`: the caller hands it to delivery;
 //!    otherwise it waits on disk for the feeder (so do all later ones until
 //!    the feeder caught up, which keeps the order). `Full` → 429 with
 //!    `Retry-After`, `Io` or `Closed` → 503, `Encode` → 413.

@@ -165,3 +165,38 @@ async fn after_a_restart_the_backlog_streams_and_new_spooled_messages_get_202() 
         "the backlog and the messages sent during it came from disk"
     );
 }
+
+#[tokio::test]
+async fn sigterm_with_messages_waiting_on_disk_leaves_them_for_the_next_start() {
+    const BOUND: u64 = 4_096;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::start(|c| {
+        spooled_in(dir.path())(c);
+        c.max_buffered_bytes = BOUND;
+        c.max_batch_bytes = 2_048;
+        c.shutdown_grace = crate::support::ms(200);
+    })
+    .await;
+    upstream_down(&app);
+    let ids: Vec<String> = (0..60).map(|i| format!("stop-{i:02}")).collect();
+    for id in &ids {
+        let answer = app.post("/collection/c1", message(id, ""), &[ASYNC]).await;
+        assert_eq!(answer.status, 202, "{}", answer.text);
+    }
+    assert!(
+        inside_the_bound(&app, BOUND).await > 0.0,
+        "some wait on disk"
+    );
+    let report = app.stop().await;
+    assert!(
+        report.complete,
+        "messages left on disk are no incomplete drain"
+    );
+    assert!(
+        !dir.path().join("dead-letter.jsonl").exists(),
+        "nothing dead-lettered by stopping"
+    );
+
+    let app = TestApp::start(spooled_in(dir.path())).await;
+    delivered_once_in_order(&app, &ids, ids.len()).await;
+}
