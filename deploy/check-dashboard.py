@@ -69,6 +69,7 @@ DOCUMENTED = {
     "inletd_spool_bytes",
     "inletd_spool_max_bytes",
     "inletd_spool_messages",
+    "inletd_spool_waiting_on_disk_messages",
     "inletd_spool_sync_seconds",
     "inletd_spool_syncs_total",
     "inletd_spool_synced_messages_total",
