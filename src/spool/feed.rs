@@ -51,9 +51,7 @@ impl std::fmt::Debug for Feed {
 /// How reading at the cursor went.
 enum Step {
     Got(RecordId, Record),
-    /// Nothing more before the durable end.
-    End,
-    /// The cursor moved (skipped something); look again.
+    /// The cursor moved (always forward: no step can loop); look again.
     Moved,
 }
 
@@ -104,7 +102,6 @@ impl Feed {
                     self.unwait(1);
                     return Some((id, record));
                 }
-                Step::End => return None,
                 Step::Moved => {}
             }
         }
@@ -113,7 +110,7 @@ impl Feed {
     /// In a segment present at open: the next live offset there.
     fn in_known(&mut self) -> Step {
         let Some((seq, offsets)) = self.known.front_mut() else {
-            return Step::End;
+            return Step::Moved; // on to the segments created since
         };
         let seq = *seq;
         if self.cursor.segment > seq {
@@ -222,7 +219,12 @@ impl Feed {
                     record,
                 )
             }
-            Ok(None) if limit.is_some() => Step::End,
+            Ok(None) if limit.is_some() => {
+                // Shorter than what was synced: changed under us. Skip to the end.
+                self.damaged(seq, offset, "the segment is shorter than what was synced");
+                self.cursor.offset = end.offset;
+                Step::Moved
+            }
             Ok(None) => {
                 self.next_segment(seq);
                 Step::Moved

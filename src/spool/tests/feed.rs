@@ -224,3 +224,22 @@ async fn a_request_is_appended_back_to_back_and_never_split_between_the_two_path
         "the feed reads exactly those left on disk"
     );
 }
+
+#[tokio::test]
+async fn a_segment_cut_short_under_the_feed_is_skipped_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let (spool, mut feed) = open(options(dir.path()));
+    let first = put(&spool, 0, false).await;
+    let second = put(&spool, 1, false).await;
+    // Someone cuts the active segment below what was synced.
+    let path = &segment_files(&spool_dir)[0];
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_len(second.id.offset).unwrap();
+    assert_eq!(drain(&mut feed), vec![first.id]);
+    assert_eq!(spool.stats().corrupt_records(), 1);
+    assert!(
+        put(&spool, 2, true).await.deliver_now,
+        "caught up past the damage"
+    );
+}
