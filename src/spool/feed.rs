@@ -204,7 +204,12 @@ impl Feed {
                 if e.kind() != io::ErrorKind::NotFound {
                     tracing::warn!(segment = seq, error = %e, "cannot read a spool segment; its records wait for the next start");
                 }
-                self.next_segment(seq);
+                // The segment still written to: past what is synced, so a
+                // later overflow there is read from its own start.
+                match limit {
+                    Some(end) => self.cursor.offset = end,
+                    None => self.next_segment(seq),
+                }
                 return Step::Moved;
             }
         };
