@@ -249,7 +249,10 @@ impl Running {
                 let task = ingest
                     .clone()
                     .feed(feed, spool.clone(), config.spool_max_age.0);
-                (Some(spool), Some(tokio::spawn(task)))
+                // Supervised: ending before the drain would strand what waits on disk.
+                let draining = self.phases.draining.clone();
+                let task = self.liveness.spawn("spool feeder", draining, task);
+                (Some(spool), Some(task))
             }
             None => (None, None),
         };

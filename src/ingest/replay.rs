@@ -45,6 +45,7 @@ impl Ingest {
                     chunk
                 }
                 Err(e) => {
+                    // Its end before the drain fails /healthz (it runs supervised).
                     tracing::error!(error = %e, "the spool feeder stopped; what waits on disk is delivered after the next start");
                     return;
                 }
