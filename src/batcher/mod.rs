@@ -76,6 +76,8 @@ struct KeyState {
     payload: usize,
     /// When the oldest buffered message arrived.
     since: Instant,
+    /// When this key's previous batch left (pacing counts its gap from there).
+    flushed: Option<Instant>,
     /// Wakes the worker to decide again (linger, or the pacing gap).
     timer: Option<delay_queue::Key>,
     in_flight: usize,
@@ -91,6 +93,7 @@ impl KeyState {
             messages: Vec::new(),
             payload: 0,
             since: Instant::now(),
+            flushed: None,
             timer: None,
             in_flight: 0,
             rtt: None,
@@ -247,10 +250,13 @@ impl Worker {
         if state.messages.is_empty() {
             return;
         }
-        match self
-            .pacing
-            .decide(state.in_flight, state.since.elapsed(), state.rtt)
-        {
+        let since_flush = state.flushed.map(|at| at.elapsed());
+        match self.pacing.decide(
+            state.in_flight,
+            state.since.elapsed(),
+            since_flush,
+            state.rtt,
+        ) {
             Decision::Flush(reason) => self.flush(key, reason),
             Decision::Hold(after) => {
                 let at = state.since + after;
@@ -275,6 +281,7 @@ impl Worker {
         let messages = std::mem::take(&mut state.messages);
         let payload = std::mem::take(&mut state.payload);
         state.in_flight += 1;
+        state.flushed = Some(Instant::now());
         self.emit(key.clone(), messages, payload, reason);
     }
 
