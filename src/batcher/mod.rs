@@ -78,6 +78,8 @@ struct KeyState {
     since: Instant,
     /// When this key's previous batch left (pacing counts its gap from there).
     flushed: Option<Instant>,
+    /// Smoothed messages per batch of this key (0 before its first).
+    batch: f64,
     /// Wakes the worker to decide again (linger, or the pacing gap).
     timer: Option<delay_queue::Key>,
     in_flight: usize,
@@ -94,6 +96,7 @@ impl KeyState {
             payload: 0,
             since: Instant::now(),
             flushed: None,
+            batch: 0.0,
             timer: None,
             in_flight: 0,
             rtt: None,
@@ -256,6 +259,7 @@ impl Worker {
             state.since.elapsed(),
             since_flush,
             state.rtt,
+            state.batch,
         ) {
             Decision::Flush(reason) => self.flush(key, reason),
             Decision::Hold(after) => {
@@ -282,6 +286,13 @@ impl Worker {
         let payload = std::mem::take(&mut state.payload);
         state.in_flight += 1;
         state.flushed = Some(Instant::now());
+        let n = messages.len() as f64;
+        // Smoothed like the round trip; the first batch stands alone.
+        state.batch = if state.batch == 0.0 {
+            n
+        } else {
+            (state.batch * 7.0 + n) / 8.0
+        };
         self.emit(key.clone(), messages, payload, reason);
     }
 

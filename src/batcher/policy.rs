@@ -101,13 +101,16 @@ impl Pacing {
     /// not from the oldest message's arrival: a message that arrives when a gap
     /// has already passed leaves at once (at 16 producers, a fixed wait of one
     /// gap per batch cost ~2 ms of p50 in bench/run.sh phase inletd16), while a
-    /// loaded key still sends no more than `max_in_flight` batches per round trip.
+    /// loaded key still sends no more than `max_in_flight` batches per round trip,
+    /// and a busy one fewer (see [`Pacing::paced_slots`]; `batch` is the key's
+    /// smoothed messages per batch).
     pub fn decide(
         &self,
         in_flight: usize,
         waited: Duration,
         since_flush: Option<Duration>,
         rtt: Option<Duration>,
+        batch: f64,
     ) -> Decision {
         if waited >= self.linger {
             return Decision::Flush(FlushReason::Linger);
@@ -116,7 +119,7 @@ impl Pacing {
             return Decision::Flush(FlushReason::Idle);
         }
         if in_flight < self.max_in_flight {
-            let gap = rtt.unwrap_or(self.linger) / self.max_in_flight as u32;
+            let gap = rtt.unwrap_or(self.linger) / self.paced_slots(batch) as u32;
             let left = gap.saturating_sub(since_flush.unwrap_or(Duration::MAX));
             if left.is_zero() {
                 return Decision::Flush(FlushReason::Idle);
@@ -125,7 +128,24 @@ impl Pacing {
         }
         Decision::Hold(self.linger)
     }
+
+    /// The batches per round trip a key's pacing allows: `max_in_flight`, half
+    /// of it once the key's batches hold [`BUSY`]`[0]` messages, a quarter from
+    /// `BUSY[1]`. Why: with few messages per round trip, every message should
+    /// leave at once (16 producers: ~2 a batch); a busy key gains little latency
+    /// from more, smaller batches, but each costs a request, a 207 to read and
+    /// CPU on both sides (512 producers got ~46 a request over 16 slots, the
+    /// target is 50; 2048 CPU-bound ones ~170, the target 200). The bands
+    /// overlap by a factor of two, so a key does not flip between them.
+    pub fn paced_slots(&self, batch: f64) -> usize {
+        let level = BUSY.iter().filter(|&&from| batch >= from).count();
+        (self.max_in_flight >> level).max(1)
+    }
 }
+
+/// Smoothed messages per batch from which a key paces over half, then a
+/// quarter, of `max_in_flight` (see [`Pacing::paced_slots`]).
+pub const BUSY: [f64; 2] = [16.0, 128.0];
 
 #[cfg(test)]
 mod tests {
@@ -173,8 +193,11 @@ mod tests {
         let p = Pacing::new(20 * MS, 16);
         assert_eq!((p.eager_in_flight, p.max_in_flight), (4, 16));
         let idle = Decision::Flush(FlushReason::Idle);
-        assert_eq!(p.decide(0, Duration::ZERO, None, None), idle);
-        assert_eq!(p.decide(3, Duration::ZERO, Some(MS), Some(20 * MS)), idle);
+        assert_eq!(p.decide(0, Duration::ZERO, None, None, 1.0), idle);
+        assert_eq!(
+            p.decide(3, Duration::ZERO, Some(MS), Some(20 * MS), 1.0),
+            idle
+        );
     }
 
     #[test]
@@ -184,28 +207,28 @@ mod tests {
         let just_sent = Some(Duration::ZERO);
         // 32 ms / 16 slots: one batch every 2 ms at most.
         assert_eq!(
-            p.decide(4, Duration::ZERO, just_sent, rtt),
+            p.decide(4, Duration::ZERO, just_sent, rtt, 1.0),
             Decision::Hold(2 * MS)
         );
-        assert_eq!(p.decide(15, MS, Some(MS), rtt), Decision::Hold(2 * MS));
+        assert_eq!(p.decide(15, MS, Some(MS), rtt, 1.0), Decision::Hold(2 * MS));
         assert_eq!(
-            p.decide(15, 2 * MS, Some(2 * MS), rtt),
+            p.decide(15, 2 * MS, Some(2 * MS), rtt, 1.0),
             Decision::Flush(FlushReason::Idle)
         );
         // The gap counts from the previous batch: half of it gone before this
         // message came, half is left to wait.
         assert_eq!(
-            p.decide(8, Duration::ZERO, Some(MS), rtt),
+            p.decide(8, Duration::ZERO, Some(MS), rtt, 1.0),
             Decision::Hold(MS)
         );
         // No round trip measured yet: linger stands in for it.
         assert_eq!(
-            p.decide(4, Duration::ZERO, just_sent, None),
+            p.decide(4, Duration::ZERO, just_sent, None, 1.0),
             Decision::Hold(20 * MS / 16)
         );
         // A slow upstream never stretches the wait past linger.
         assert_eq!(
-            p.decide(4, Duration::ZERO, just_sent, Some(MS * 1000)),
+            p.decide(4, Duration::ZERO, just_sent, Some(MS * 1000), 1.0),
             Decision::Hold(20 * MS)
         );
     }
@@ -216,11 +239,40 @@ mod tests {
         let idle = Decision::Flush(FlushReason::Idle);
         // 32 ms / 16: a batch 3 ms ago, the gap of 2 ms is over.
         assert_eq!(
-            p.decide(8, Duration::ZERO, Some(3 * MS), Some(32 * MS)),
+            p.decide(8, Duration::ZERO, Some(3 * MS), Some(32 * MS), 1.0),
             idle
         );
         // Never sent before (its batches in flight came from elsewhere).
-        assert_eq!(p.decide(8, Duration::ZERO, None, Some(32 * MS)), idle);
+        assert_eq!(p.decide(8, Duration::ZERO, None, Some(32 * MS), 1.0), idle);
+    }
+
+    #[test]
+    fn a_busy_key_paces_over_fewer_slots() {
+        let p = Pacing::new(20 * MS, 16);
+        assert_eq!(p.paced_slots(0.0), 16);
+        assert_eq!(p.paced_slots(15.9), 16);
+        assert_eq!(p.paced_slots(16.0), 8);
+        assert_eq!(p.paced_slots(128.0), 4);
+        let rtt = Some(32 * MS);
+        let just_sent = Some(Duration::ZERO);
+        assert_eq!(
+            p.decide(8, Duration::ZERO, just_sent, rtt, 2.0),
+            Decision::Hold(2 * MS)
+        );
+        assert_eq!(
+            p.decide(8, Duration::ZERO, just_sent, rtt, 40.0),
+            Decision::Hold(4 * MS)
+        );
+        assert_eq!(
+            p.decide(8, Duration::ZERO, just_sent, rtt, 300.0),
+            Decision::Hold(8 * MS)
+        );
+        // Never fewer than one slot, and eager sends are unaffected.
+        assert_eq!(Pacing::new(20 * MS, 2).paced_slots(1000.0), 1);
+        assert_eq!(
+            p.decide(0, Duration::ZERO, just_sent, rtt, 300.0),
+            Decision::Flush(FlushReason::Idle)
+        );
     }
 
     #[test]
@@ -228,11 +280,11 @@ mod tests {
         let p = Pacing::new(20 * MS, 16);
         let long_ago = Some(100 * MS);
         assert_eq!(
-            p.decide(16, 19 * MS, long_ago, Some(MS)),
+            p.decide(16, 19 * MS, long_ago, Some(MS), 1.0),
             Decision::Hold(20 * MS)
         );
         assert_eq!(
-            p.decide(16, 20 * MS, long_ago, Some(MS)),
+            p.decide(16, 20 * MS, long_ago, Some(MS), 1.0),
             Decision::Flush(FlushReason::Linger)
         );
     }
@@ -242,11 +294,11 @@ mod tests {
         let p = Pacing::new(20 * MS, 1);
         assert_eq!((p.eager_in_flight, p.max_in_flight), (1, 1));
         assert_eq!(
-            p.decide(0, Duration::ZERO, None, None),
+            p.decide(0, Duration::ZERO, None, None, 1.0),
             Decision::Flush(FlushReason::Idle)
         );
         assert_eq!(
-            p.decide(1, Duration::ZERO, None, None),
+            p.decide(1, Duration::ZERO, None, None, 1.0),
             Decision::Hold(20 * MS)
         );
         let none = Pacing::new(20 * MS, 0);
