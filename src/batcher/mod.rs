@@ -72,10 +72,16 @@ const INPUT_RUN: usize = 1024;
 /// A key's buffer and its batches on their way upstream. Kept while either is
 /// non-empty, removed when both are.
 struct KeyState {
+    /// The key this state is filed under (batches carry it).
+    key: Arc<BatchKey>,
     messages: Vec<Message>,
     payload: usize,
     /// When the oldest buffered message arrived.
     since: Instant,
+    /// When this key's previous batch left (pacing counts its gap from there).
+    flushed: Option<Instant>,
+    /// Smoothed messages per batch of this key (0 before its first).
+    batch: f64,
     /// Wakes the worker to decide again (linger, or the pacing gap).
     timer: Option<delay_queue::Key>,
     in_flight: usize,
@@ -86,11 +92,14 @@ struct KeyState {
 }
 
 impl KeyState {
-    fn new() -> KeyState {
+    fn new(key: Arc<BatchKey>) -> KeyState {
         KeyState {
+            key,
             messages: Vec::new(),
             payload: 0,
             since: Instant::now(),
+            flushed: None,
+            batch: 0.0,
             timer: None,
             in_flight: 0,
             rtt: None,
@@ -99,11 +108,18 @@ impl KeyState {
     }
 }
 
+/// Where flushed batches go, apart from the buffers so a key's state and the
+/// way out can be borrowed together.
+struct Outlet {
+    out: mpsc::UnboundedSender<Batch>,
+    done_tx: mpsc::UnboundedSender<Landed>,
+    metrics: Arc<Metrics>,
+}
+
 /// Owns the buffers; see the module doc.
 pub struct Worker {
     rx: mpsc::UnboundedReceiver<(BatchKey, Vec<Message>)>,
-    out: mpsc::UnboundedSender<Batch>,
-    done_tx: mpsc::UnboundedSender<Landed>,
+    outlet: Outlet,
     done_rx: mpsc::UnboundedReceiver<Landed>,
     keys: HashMap<Arc<BatchKey>, KeyState>,
     touched: Vec<Arc<BatchKey>>,
@@ -111,7 +127,6 @@ pub struct Worker {
     limits: Limits,
     pacing: Pacing,
     shutdown: CancellationToken,
-    metrics: Arc<Metrics>,
 }
 
 /// Builds the batcher: the handle for producers, the worker to spawn, and the
@@ -127,8 +142,11 @@ pub fn batcher(
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let worker = Worker {
         rx,
-        out,
-        done_tx,
+        outlet: Outlet {
+            out,
+            done_tx,
+            metrics,
+        },
         done_rx,
         keys: HashMap::new(),
         touched: Vec::new(),
@@ -136,7 +154,6 @@ pub fn batcher(
         limits,
         pacing,
         shutdown,
-        metrics,
     };
     (BatcherHandle { tx }, worker, batches)
 }
@@ -183,20 +200,18 @@ impl Worker {
     }
 
     fn push(&mut self, key: BatchKey, messages: Vec<Message>) {
-        let key = match self.keys.get_key_value(&key) {
-            Some((k, _)) => k.clone(),
-            None => Arc::new(key),
-        };
+        // One lookup per submission, not several per message (hashing the key
+        // showed in the per-message profile); a new key costs one Arc.
+        let state = self
+            .keys
+            .entry(Arc::new(key))
+            .or_insert_with_key(|key| KeyState::new(key.clone()));
         for message in messages {
             let len = message.body.len();
-            let state = self.keys.entry(key.clone()).or_insert_with(KeyState::new);
-            if let Some(reason) = self
-                .limits
-                .before_push(state.messages.len(), state.payload, len)
-            {
-                self.flush(&key, reason);
+            let count = state.messages.len();
+            if let Some(reason) = self.limits.before_push(count, state.payload, len) {
+                state.flush(&mut self.timers, &self.outlet, reason);
             }
-            let state = self.keys.entry(key.clone()).or_insert_with(KeyState::new);
             if state.messages.is_empty() {
                 state.since = Instant::now();
             }
@@ -204,10 +219,10 @@ impl Worker {
             state.payload += len;
             if !state.touched {
                 state.touched = true;
-                self.touched.push(key.clone());
+                self.touched.push(state.key.clone());
             }
             if let Some(reason) = self.limits.after_push(state.messages.len()) {
-                self.flush(&key, reason);
+                state.flush(&mut self.timers, &self.outlet, reason);
             }
         }
     }
@@ -247,10 +262,14 @@ impl Worker {
         if state.messages.is_empty() {
             return;
         }
-        match self
-            .pacing
-            .decide(state.in_flight, state.since.elapsed(), state.rtt)
-        {
+        let since_flush = state.flushed.map(|at| at.elapsed());
+        match self.pacing.decide(
+            state.in_flight,
+            state.since.elapsed(),
+            since_flush,
+            state.rtt,
+            state.batch,
+        ) {
             Decision::Flush(reason) => self.flush(key, reason),
             Decision::Hold(after) => {
                 let at = state.since + after;
@@ -263,19 +282,9 @@ impl Worker {
     }
 
     fn flush(&mut self, key: &Arc<BatchKey>, reason: FlushReason) {
-        let Some(state) = self.keys.get_mut(key) else {
-            return;
-        };
-        if state.messages.is_empty() {
-            return;
+        if let Some(state) = self.keys.get_mut(key) {
+            state.flush(&mut self.timers, &self.outlet, reason);
         }
-        if let Some(timer) = state.timer.take() {
-            self.timers.remove(&timer);
-        }
-        let messages = std::mem::take(&mut state.messages);
-        let payload = std::mem::take(&mut state.payload);
-        state.in_flight += 1;
-        self.emit(key.clone(), messages, payload, reason);
     }
 
     fn flush_all(&mut self, reason: FlushReason) {
@@ -289,9 +298,40 @@ impl Worker {
             self.flush(&key, reason);
         }
     }
+}
 
-    fn emit(
+impl KeyState {
+    /// Sends what the buffer holds (if anything) as one batch.
+    fn flush(
         &mut self,
+        timers: &mut DelayQueue<Arc<BatchKey>>,
+        outlet: &Outlet,
+        reason: FlushReason,
+    ) {
+        if self.messages.is_empty() {
+            return;
+        }
+        if let Some(timer) = self.timer.take() {
+            timers.remove(&timer);
+        }
+        let messages = std::mem::take(&mut self.messages);
+        let payload = std::mem::take(&mut self.payload);
+        self.in_flight += 1;
+        self.flushed = Some(Instant::now());
+        let n = messages.len() as f64;
+        // Smoothed like the round trip; the first batch stands alone.
+        self.batch = if self.batch == 0.0 {
+            n
+        } else {
+            (self.batch * 7.0 + n) / 8.0
+        };
+        outlet.emit(self.key.clone(), messages, payload, reason);
+    }
+}
+
+impl Outlet {
+    fn emit(
+        &self,
         key: Arc<BatchKey>,
         messages: Vec<Message>,
         payload: usize,

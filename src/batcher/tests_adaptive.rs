@@ -172,3 +172,30 @@ async fn a_loaded_key_is_paced_over_the_round_trip() {
     assert_eq!(bodies(&paced), vec![&b"{1}"[..], b"{2}"]);
     assert_eq!(start.elapsed(), Duration::from_millis(50));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_key_sends_at_once_once_a_gap_has_passed() {
+    // One batch leaves eagerly; up to four paced by linger / 4 = 200 ms
+    // (no round trip known yet), counted from the previous batch.
+    let mut r = paced_rig(100, 10_000, 800, 1, 4);
+    let k = key("c", None);
+    r.send(&k, "{a}");
+    let _a = r.batches.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    r.send(&k, "{b}");
+    let b = r.batches.recv().await.unwrap();
+    assert_eq!(b.reason, FlushReason::Idle);
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "the gap had passed already"
+    );
+    // Right after b, the next one waits for the rest of the gap.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = Instant::now();
+    r.send(&k, "{c}");
+    let c = r.batches.recv().await.unwrap();
+    assert_eq!(bodies(&c), vec![&b"{c}"[..]]);
+    assert_eq!(start.elapsed(), Duration::from_millis(150));
+}

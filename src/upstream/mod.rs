@@ -2,8 +2,9 @@
 //! requests at once, and the delivery of each [`Batch`] until every message in
 //! it has an outcome.
 //!
-//! Layout: [`exchange`] performs one HTTP exchange and says what came of it
-//! (not sent, sent without an answer, answered); [`answer`] reads and
+//! Layout: [`envelope`] is a batch's request body, streamed from the
+//! messages' own bytes; [`exchange`] performs one HTTP exchange and says what
+//! came of it (not sent, sent without an answer, answered); [`answer`] reads and
 //! classifies an answer; [`retry`] decides when to resend; [`deliver`] walks a
 //! batch through retries and splits, with [`bisect`] for whole-batch 400s, over
 //! the [`Transport`] seam so tests can script the upstream; [`forward`] carries
@@ -18,6 +19,7 @@ mod deliver_props;
 mod deliver_spool_tests;
 #[cfg(test)]
 mod deliver_tests;
+mod envelope;
 mod exchange;
 pub mod forward;
 mod patience;
@@ -29,7 +31,6 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,7 @@ use crate::config::{Config, UpstreamUrl};
 use crate::ims::{Timing, TokenProvider};
 use crate::metrics::Metrics;
 use crate::StartError;
+pub use envelope::Envelope;
 pub use exchange::{AnswerBody, Exchange, Silence};
 pub use patience::Patience;
 pub use retry::RetryPolicy;
@@ -145,7 +147,7 @@ impl Upstream {
             .client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(envelope(messages));
+            .body(reqwest::Body::wrap(Envelope::new(messages)));
         for (name, value) in key.credentials() {
             // Sensitive: no HTTP library debug output prints a credential.
             let mut value = value.clone();
@@ -184,25 +186,11 @@ impl Transport for Upstream {
     }
 }
 
-/// `{"messages":[M1,M2,...]}` from the producers' bytes as received.
-pub fn envelope(messages: &[Message]) -> Bytes {
-    let payload: usize = messages.iter().map(|m| m.body.len()).sum();
-    let mut body = Vec::with_capacity(crate::batcher::body_len(messages.len(), payload));
-    body.extend_from_slice(br#"{"messages":["#);
-    for (i, m) in messages.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(&m.body);
-    }
-    body.extend_from_slice(b"]}");
-    Bytes::from(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::{HeaderMap, HeaderValue};
+    use bytes::Bytes;
 
     #[test]
     fn credentials_go_upstream_marked_sensitive() {
@@ -221,5 +209,68 @@ mod tests {
             assert!(value.is_sensitive(), "{name}");
             assert!(!format!("{value:?}").contains("secret"), "{name}");
         }
+    }
+
+    /// One HTTP/1.1 request read off `stream`: its head (lower-cased) and body,
+    /// the body read by the head's `content-length` (none: empty).
+    async fn read_request(stream: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        let mut data = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let end = data.windows(4).position(|w| w == b"\r\n\r\n");
+            if let Some(end) = end {
+                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse::<usize>().expect("a length"));
+                if data.len() >= end + 4 + len {
+                    return (head, data[end + 4..end + 4 + len].to_vec());
+                }
+            }
+            let n = stream.read(&mut buf).await.expect("request readable");
+            assert!(n > 0, "connection closed mid-request");
+            data.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_goes_upstream_whole_with_its_content_length() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let request = read_request(&mut stream).await;
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            request
+        });
+        let mut config = Config::defaults();
+        config.upstream = format!("http://{addr}").parse().unwrap();
+        let upstream = Upstream::new(&config, Metrics::new(1 << 20)).expect("client builds");
+        let bound = Arc::new(Semaphore::new(1 << 30));
+        let metrics = Metrics::new(1 << 30);
+        let patience = Duration::from_secs(30);
+        let (mut messages, _outcomes) = scripted::messages(3, &bound, &metrics, patience);
+        let large = format!(r#"{{"x":"{}"}}"#, "y".repeat(envelope::COPY_BELOW));
+        messages[1].body = Bytes::from(large.clone());
+        let key = BatchKey::new("c", &HeaderMap::new());
+        let deadline = Instant::now() + patience;
+        let exchange = upstream.send_batch(&key, &messages, deadline).await;
+        assert!(
+            matches!(exchange, Exchange::Answered { status: 200, .. }),
+            "{exchange:?}"
+        );
+        let (head, body) = server.await.unwrap();
+        let expected = format!(r#"{{"messages":["m0",{large},"m2"]}}"#);
+        assert_eq!(String::from_utf8_lossy(&body), expected);
+        assert!(
+            head.contains(&format!("content-length: {}", expected.len())),
+            "{head}"
+        );
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert!(head.starts_with("post /collection/batch/c "), "{head}");
     }
 }
