@@ -121,7 +121,8 @@ enum Sink {
     Memory { connection_id: Arc<str> },
     /// Fire-and-forget on disk: delivered → ack; failed for good → dead
     /// letter, then ack. Dropped unanswered → neither (it is replayed at the next start).
-    Spooled(Spooled),
+    /// Boxed: every message in memory carries a `Reply`, most of them not spooled.
+    Spooled(Box<Spooled>),
 }
 
 /// A spooled message's place on disk and what its dead letter would say.
@@ -134,6 +135,11 @@ pub struct Spooled {
     /// took one (released when the outcome is known).
     pub quota: Option<OwnedSemaphorePermit>,
 }
+
+/// Every message in memory carries one, so its size is part of the real cost
+/// `ingest::MESSAGE_OVERHEAD` charges per message (measured with it at 96
+/// bytes); a larger `Reply` would let the tiniest messages pass the bound.
+const _: () = assert!(std::mem::size_of::<Reply>() <= 96);
 
 /// The reply side of one accepted message.
 pub struct Reply {
@@ -190,7 +196,7 @@ impl Reply {
 
     /// A fire-and-forget message already durable in the spool.
     pub fn spooled(held: Held, spooled: Spooled) -> Reply {
-        Reply::with_sink(held, Sink::Spooled(spooled))
+        Reply::with_sink(held, Sink::Spooled(Box::new(spooled)))
     }
 
     fn with_sink(held: Held, sink: Sink) -> Reply {
@@ -253,7 +259,7 @@ impl Reply {
             Sink::Spooled(spooled) => {
                 self.metrics.spool.result(true, delivered);
                 // The ack (and dead letter) are written after the answer; shutdown waits for them.
-                tokio::spawn(settle(spooled, outcome, self.drain.take()));
+                tokio::spawn(settle(*spooled, outcome, self.drain.take()));
             }
         }
     }
