@@ -38,9 +38,11 @@
 pub mod dead_letter;
 mod feed;
 mod ledger;
+mod pipeline;
 mod record;
 mod recovery;
 mod storage;
+mod syncer;
 mod tail;
 mod writer;
 
@@ -55,7 +57,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use dead_letter::{DeadLetter, DeadLetterReader};
 pub use feed::Feed;
@@ -222,7 +224,7 @@ pub struct Appended {
 /// A handle to an open spool; clones share the same writer.
 #[derive(Clone)]
 pub struct Spool {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: crossbeam_channel::Sender<Command>,
     /// Held while one request's appends are queued, so they are contiguous
     /// in the file and all share one decision (delivered now, or on disk).
     queueing: Arc<std::sync::Mutex<()>>,
