@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::record::RecordId;
-use super::syncer::Done;
+use super::syncer::{Done, Target};
 use super::writer::{Group, Pending, Writer, Written};
 use super::{Appended, SpoolError};
 
@@ -66,13 +66,19 @@ impl Writer {
 
     /// A sync returned.
     pub(crate) fn synced(&mut self, done: Done) {
-        self.syncer.in_flight = self.syncer.in_flight.saturating_sub(1);
         let Done {
-            seq,
+            target,
             end,
             file,
             result,
         } = done;
+        let seq = match target {
+            Target::Segment(seq) => seq,
+            Target::Ledger(generation) => {
+                return self.ledger_synced(generation, end, result.map(|_| ()));
+            }
+        };
+        self.syncer.in_flight = self.syncer.in_flight.saturating_sub(1);
         match result {
             Ok(took) => {
                 let stats = &self.stats;
@@ -124,7 +130,7 @@ impl Writer {
             let end = sync.written;
             let started = sync
                 .handle(&segment.path)
-                .and_then(|file| self.syncer.start_sync(seq, end, file));
+                .and_then(|file| self.syncer.start_sync(Target::Segment(seq), end, file));
             match started {
                 Ok(()) => {
                     sync.started = end;
@@ -268,5 +274,6 @@ impl Writer {
         while let Some(group) = self.written.pop_front() {
             self.answer_err(group.appends, group.len, &e);
         }
+        self.fail_unanswered_acks();
     }
 }

@@ -112,6 +112,7 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Feed), OpenError> {
         tail,
         syncer,
         written: Default::default(),
+        ack_groups: Default::default(),
     };
     // Acks of segments already gone are dropped here; the rewrite is synced
     // before any segment is deleted below.

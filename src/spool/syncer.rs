@@ -72,9 +72,17 @@ impl SyncState {
     }
 }
 
-/// A sync the writer asked for: segment `seq` up to `end`.
+/// What a sync is of: a segment (by sequence number) or the ack ledger
+/// (by generation: a ledger rewritten since the sync began is another file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    Segment(u64),
+    Ledger(u64),
+}
+
+/// A sync the writer asked for: `target` up to `end`.
 struct Job {
-    seq: u64,
+    target: Target,
     end: u64,
     file: Arc<File>,
 }
@@ -82,7 +90,7 @@ struct Job {
 /// A sync that returned: how long it took, or why it failed. The handle
 /// comes back so the writer can reuse it (only after an `Ok`).
 pub(crate) struct Done {
-    pub seq: u64,
+    pub target: Target,
     pub end: u64,
     pub file: Arc<File>,
     pub result: io::Result<Duration>,
@@ -92,28 +100,34 @@ pub(crate) struct Done {
 pub(crate) struct Syncer {
     jobs: Sender<Job>,
     pub done: Receiver<Done>,
-    /// Syncs started and not yet seen back by the writer, all segments.
+    /// Segment syncs started and not yet seen back by the writer.
     pub in_flight: usize,
+    /// A ledger sync is running (at most one: acks are not in a hurry, they
+    /// only must not hold up appends).
+    pub ledger_in_flight: bool,
 }
 
 impl Syncer {
     pub(crate) fn start(storage: &Arc<dyn Storage>) -> io::Result<Syncer> {
         let (jobs, job_rx) = crossbeam_channel::unbounded::<Job>();
         let (done_tx, done) = crossbeam_channel::unbounded();
-        for n in 0..SYNC_DEPTH {
+        // One more thread than segment syncs: the ledger's never waits for them.
+        for n in 0..=SYNC_DEPTH {
             let job_rx = job_rx.clone();
             let done_tx = done_tx.clone();
             let storage = Arc::clone(storage);
             std::thread::Builder::new()
                 .name(format!("inletd-spool-sync-{n}"))
                 .spawn(move || {
-                    for Job { seq, end, file } in job_rx {
+                    for Job { target, end, file } in job_rx {
                         let began = Instant::now();
-                        let result = storage
-                            .sync_data(FileKind::Segment, &file)
-                            .map(|()| began.elapsed());
+                        let kind = match target {
+                            Target::Segment(_) => FileKind::Segment,
+                            Target::Ledger(_) => FileKind::Ledger,
+                        };
+                        let result = storage.sync_data(kind, &file).map(|()| began.elapsed());
                         let done = Done {
-                            seq,
+                            target,
                             end,
                             file,
                             result,
@@ -128,20 +142,34 @@ impl Syncer {
             jobs,
             done,
             in_flight: 0,
+            ledger_in_flight: false,
         })
     }
 
-    /// Whether another sync may start now.
+    /// Whether another segment sync may start now.
     pub(crate) fn has_room(&self) -> bool {
         self.in_flight < SYNC_DEPTH
     }
 
-    /// Starts a sync of segment `seq` covering everything written up to `end`.
-    pub(crate) fn start_sync(&mut self, seq: u64, end: u64, file: Arc<File>) -> io::Result<()> {
+    /// Starts a sync of `target` covering everything written up to `end`.
+    pub(crate) fn start_sync(
+        &mut self,
+        target: Target,
+        end: u64,
+        file: Arc<File>,
+    ) -> io::Result<()> {
         self.jobs
-            .send(Job { seq, end, file })
+            .send(Job { target, end, file })
             .map_err(|_| io::Error::other("the spool sync threads stopped"))?;
-        self.in_flight += 1;
+        match target {
+            Target::Segment(_) => self.in_flight += 1,
+            Target::Ledger(_) => self.ledger_in_flight = true,
+        }
         Ok(())
+    }
+
+    /// Nothing is being synced.
+    pub(crate) fn idle(&self) -> bool {
+        self.in_flight == 0 && !self.ledger_in_flight
     }
 }

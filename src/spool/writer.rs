@@ -6,9 +6,9 @@
 //! are answered in write order, each only after a sync that started after
 //! its write returned `Ok` (`pipeline.rs`). Each answer also says whether the
 //! caller delivers the record now or leaves it to the feed (`tail.rs`,
-//! decided in file order). Acks and dead letters are grouped the same way; a
-//! group's acks go to the ledger on a scoped second thread while its appends
-//! are written.
+//! decided in file order). Acks are grouped the same way: written to the
+//! ledger here, synced on the pool too and answered when that returns
+//! (`acks.rs`); dead letters are written and synced here.
 //!
 //! After a failed write or sync the segment is never written again (after a
 //! failed fsync the page cache cannot be trusted, PostgreSQL's "fsyncgate"):
@@ -28,13 +28,14 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 use tokio::sync::oneshot;
 
+use super::acks::AckGroup;
 use super::dead_letter;
-use super::ledger::{rewrite_ledger, sync_acks, Ledger};
+use super::ledger::{rewrite_ledger, Ledger};
 use super::record::RecordId;
 use super::storage::{self, segment_path, FileKind};
 use super::syncer::{SyncState, Syncer};
 use super::tail::Tail;
-use super::{Appended, Command, Reply, SpoolError, SpoolOptions, SpoolStats};
+use super::{Appended, Command, Reply, SpoolOptions, SpoolStats};
 
 /// An append waiting for its group's sync: the frame, whether the caller
 /// holds the memory to deliver it now, and where the answer goes.
@@ -83,6 +84,8 @@ pub(crate) struct Writer {
     pub syncer: Syncer,
     /// Groups written and not answered, in write order (the answer order).
     pub written: VecDeque<Written>,
+    /// Acks written to the ledger and waiting for its sync, in order.
+    pub ack_groups: VecDeque<AckGroup>,
 }
 
 /// Stop draining once a group holds this many bytes of appends, so one sync
@@ -98,7 +101,7 @@ impl Writer {
         loop {
             if closing.is_some() {
                 // Close waits for the syncs in flight and answers everyone.
-                if self.syncer.in_flight == 0 && self.written.is_empty() {
+                if self.syncer.idle() && self.written.is_empty() && self.ack_groups.is_empty() {
                     break;
                 }
                 match done.recv() {
@@ -160,56 +163,25 @@ impl Writer {
         close
     }
 
-    /// One group: appends and acks are prepared here, then the appends are
-    /// written (and their sync started) while the acks are written and
-    /// synced in the ledger on a second thread, so an append never waits for
-    /// an ack's sync.
+    /// One group: the appends are written and their sync started, the
+    /// acks written to the ledger and its sync started; neither waits for
+    /// a sync here (`pipeline.rs` and `acks.rs` answer once they return).
     fn commit(&mut self, appends: Vec<Pending>, acks: Vec<(RecordId, Reply<()>)>) {
-        // Appends first: a roll may delete segments, which must happen
-        // before any ack of this group leaves `live` ahead of the ledger.
-        let group = (!appends.is_empty()).then(|| self.prepare_group(&appends));
-        let fresh = self.take_acks(&acks);
-        let Writer {
-            active,
-            ledger,
-            segments,
-            foreign_acks,
-            options,
-            ..
-        } = self;
-        let storage = options.storage.as_ref();
-        let (write_io, ack_io) = std::thread::scope(|scope| {
-            let ack_io = |ledger: &mut Option<Ledger>| {
-                (!fresh.is_empty())
-                    .then(|| sync_acks(ledger, segments, foreign_acks, options, &fresh))
-            };
-            let write_io = |active: &mut Option<(u64, File)>| {
-                let (Some(Ok(group)), Some((_, file))) = (&group, active.as_mut()) else {
-                    return None;
-                };
-                Some(storage.write_all(FileKind::Segment, file, &group.buf))
-            };
-            if group.is_some() && !fresh.is_empty() {
-                let acks = scope.spawn(move || ack_io(ledger));
-                let written = write_io(active);
-                let acks = acks
-                    .join()
-                    .unwrap_or_else(|_| Some(Err(io::Error::other("the ledger thread panicked"))));
-                (written, acks)
-            } else {
-                (write_io(active), ack_io(ledger))
-            }
-        });
-        // Acks settle first: a failed append below may seal (and delete) a segment.
-        self.finish_acks(acks, fresh, ack_io.unwrap_or(Ok(())));
-        if let Some(group) = group {
-            let result = match (group, write_io) {
-                (Ok(group), Some(io)) => io.map(|()| group),
-                (Ok(_), None) => Err(io::Error::other("no active segment")),
-                (Err(e), _) => Err(e),
-            };
-            self.wrote(appends, result);
+        if !acks.is_empty() {
+            self.queue_acks(acks);
         }
+        if appends.is_empty() {
+            return;
+        }
+        let group = self.prepare_group(&appends);
+        let storage = Arc::clone(&self.options.storage);
+        let result = group.and_then(|group| match self.active.as_mut() {
+            Some((_, file)) => storage
+                .write_all(FileKind::Segment, file, &group.buf)
+                .map(|()| group),
+            None => Err(io::Error::other("no active segment")),
+        });
+        self.wrote(appends, result);
     }
 
     /// Rolls if needed and joins the frames; the offsets start at `start`.
@@ -273,74 +245,8 @@ impl Writer {
         }
     }
 
-    /// Takes newly acked offsets out of `live` (put back if the ledger fails).
-    fn take_acks(&mut self, acks: &[(RecordId, Reply<()>)]) -> Vec<RecordId> {
-        let mut fresh = Vec::new();
-        for (id, _) in acks {
-            if let Some(segment) = self.segments.get_mut(&id.segment) {
-                if segment.live.remove(&id.offset) {
-                    fresh.push(*id);
-                }
-            }
-        }
-        fresh
-    }
-
-    fn finish_acks(
-        &mut self,
-        acks: Vec<(RecordId, Reply<()>)>,
-        fresh: Vec<RecordId>,
-        result: io::Result<()>,
-    ) {
-        match &result {
-            Ok(()) => {
-                for id in &fresh {
-                    if let Some(segment) = self.segments.get_mut(&id.segment) {
-                        segment.acked.push(id.offset);
-                    }
-                }
-                let n = fresh.len() as u64;
-                self.stats.messages.fetch_sub(n, Ordering::Relaxed);
-                // Before answering, so an answered ack has also freed its segment.
-                self.delete_finished();
-                self.compact_ledger();
-            }
-            Err(e) => {
-                tracing::warn!(dir = %self.options.dir.display(), error = %e, "spool ack failed; the ledger is rewritten before the next ack");
-                self.ledger = None;
-                for id in &fresh {
-                    if let Some(segment) = self.segments.get_mut(&id.segment) {
-                        segment.live.insert(id.offset);
-                    }
-                }
-            }
-        }
-        let result = result.map_err(Arc::new);
-        for (_, reply) in acks {
-            let _ = reply.send(result.clone().map_err(SpoolError::Io));
-        }
-    }
-
     pub(crate) fn rewrite_ledger(&self) -> io::Result<Ledger> {
         rewrite_ledger(&self.segments, &self.foreign_acks, &self.options)
-    }
-
-    fn compact_ledger(&mut self) {
-        let live_acks =
-            self.segments.values().map(|s| s.acked.len()).sum::<usize>() + self.foreign_acks.len();
-        if self
-            .ledger
-            .as_ref()
-            .is_some_and(|l| l.wants_rewrite(live_acks, self.options.ledger_rewrite_bytes))
-        {
-            self.ledger = match self.rewrite_ledger() {
-                Ok(ledger) => Some(ledger),
-                Err(e) => {
-                    tracing::warn!(error = %e, "spool ledger rewrite failed; retried at the next ack");
-                    None
-                }
-            };
-        }
     }
 
     /// Deletes sealed segments with nothing left to deliver. Only reached
