@@ -45,7 +45,7 @@ pub(super) struct Held {
 pub(super) struct Faulty {
     faults: Mutex<Vec<(FileKind, Op)>>,
     gate: Mutex<Option<Gate>>,
-    each: Mutex<Option<mpsc::Sender<Held>>>,
+    each: Mutex<Option<(FileKind, mpsc::Sender<Held>)>>,
 }
 
 impl Faulty {
@@ -70,8 +70,17 @@ impl Faulty {
     /// and waits for its verdict: syncs can overlap and be released (or
     /// failed) in any order.
     pub(super) fn hold_each_segment_sync(&self) -> mpsc::Receiver<Held> {
+        self.hold_each_sync(FileKind::Segment)
+    }
+
+    /// The same for the ledger's syncs (segment syncs run freely).
+    pub(super) fn hold_each_ledger_sync(&self) -> mpsc::Receiver<Held> {
+        self.hold_each_sync(FileKind::Ledger)
+    }
+
+    fn hold_each_sync(&self, kind: FileKind) -> mpsc::Receiver<Held> {
         let (held, rx) = mpsc::channel();
-        *self.each.lock().unwrap() = Some(held);
+        *self.each.lock().unwrap() = Some((kind, held));
         rx
     }
 
@@ -99,8 +108,10 @@ impl Storage for Faulty {
                 let _ = gate.entered.send(());
                 let _ = gate.release.recv_timeout(WAIT);
             }
-            let each = self.each.lock().unwrap().clone();
-            if let Some(each) = each {
+        }
+        let each = self.each.lock().unwrap().clone();
+        if let Some((held, each)) = each {
+            if held == kind {
                 let (release, verdict) = mpsc::channel();
                 let _ = each.send(Held { release });
                 if verdict.recv_timeout(WAIT) == Ok(true) {

@@ -220,3 +220,68 @@ async fn close_waits_for_the_syncs_in_flight_and_answers_them() {
     let (_spool, back) = replayed(opts);
     assert_eq!(back.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [a]);
 }
+
+#[tokio::test]
+async fn an_ack_waiting_for_the_ledger_sync_does_not_hold_up_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Arc::new(Faulty::default());
+    let opts = faulty_options(dir.path(), &faulty);
+    let (spool, _) = open(opts.clone());
+    let first = spool.append(&record(0)).await.unwrap();
+
+    let ledger_syncs = faulty.hold_each_ledger_sync();
+    let mut acked = pin!(spool.ack(first));
+    let ledger_sync = held(&ledger_syncs, "the ledger sync began");
+    spool
+        .append(&record(1))
+        .await
+        .expect("an append is answered while the ledger sync runs");
+    assert!(
+        acked.as_mut().now_or_never().is_none(),
+        "the ack answered inside its sync"
+    );
+    assert_eq!(spool.stats().messages(), 2, "not acked until durable");
+    ledger_sync.release.send(false).unwrap();
+    acked.await.expect("the ack is durable");
+    assert_eq!(spool.stats().messages(), 1);
+    spool.close().await;
+    let (_spool, back) = replayed(options(dir.path()));
+    let bodies: Vec<Bytes> = back.into_iter().map(|(_, r)| r.body).collect();
+    assert_eq!(bodies, vec![record(1).body]);
+}
+
+#[tokio::test]
+async fn a_failed_ledger_sync_fails_its_acks_and_the_next_ack_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Arc::new(Faulty::default());
+    let mut opts = faulty_options(dir.path(), &faulty);
+    opts.segment_bytes = 1; // each append its own segment, deleted once acked
+    let spool_dir = opts.dir.clone();
+    let (spool, _) = open(opts.clone());
+    let ids = append_all(&spool, 0..3).await;
+    let first = segment_files(&spool_dir)[0].clone();
+
+    let ledger_syncs = faulty.hold_each_ledger_sync();
+    let acked = spool.ack(ids[0]);
+    held(&ledger_syncs, "the ledger sync began")
+        .release
+        .send(true)
+        .unwrap();
+    assert!(matches!(acked.await, Err(SpoolError::Io(_))));
+    assert!(first.exists(), "kept: its ack is not durable");
+    assert_eq!(spool.stats().messages(), 3);
+
+    // The ledger is rewritten (synced on the writer thread), then the ack
+    // written to it is synced on the pool.
+    let again = spool.ack(ids[0]);
+    for what in ["the rewrite's sync began", "the ack's sync began"] {
+        held(&ledger_syncs, what).release.send(false).unwrap();
+    }
+    again.await.expect("the next ack lands");
+    assert!(!first.exists(), "deleted once its ack is durable");
+    assert_eq!(spool.stats().messages(), 2);
+    spool.close().await;
+    let (_spool, back) = replayed(options(dir.path()));
+    let replayed_ids: Vec<RecordId> = back.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(replayed_ids, ids[1..]);
+}
