@@ -181,7 +181,8 @@ impl SpoolStats {
     pub fn synced_messages(&self) -> u64 {
         self.synced_messages.load(Ordering::Relaxed)
     }
-    /// Total time spent writing and syncing groups of appends.
+    /// Total time spent in segment syncs (they overlap: this can pass the
+    /// wall-clock time).
     pub fn sync_time(&self) -> Duration {
         Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed))
     }
