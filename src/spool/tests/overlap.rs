@@ -88,6 +88,11 @@ async fn a_sync_that_returns_first_still_answers_in_write_order() {
     let sync_a = held(&syncs, "a's sync began");
     let mut b = pin!(spool.append(&record(1)));
     let sync_b = held(&syncs, "b's sync began");
+    assert_eq!(
+        segment_files(&opts.dir).len(),
+        2,
+        "a's segment, sealed by the roll with nothing live yet, is kept while its sync runs"
+    );
 
     sync_b.release.send(false).unwrap();
     // b's sync returns first; b must still wait for a (file order).
