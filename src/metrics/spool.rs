@@ -105,7 +105,7 @@ impl SpoolMetrics {
                 SPOOL_RESENT_UNCONFIRMED
             ),
             sync: histogram!(
-                description: "Duration of one spool group write plus fdatasync.",
+                description: "Duration of one spool segment fdatasync (up to three overlap).",
                 unit: Unit::Seconds,
                 SPOOL_SYNC
             ),

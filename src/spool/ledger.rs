@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::record::RecordId;
@@ -28,10 +29,22 @@ pub(crate) type Acks = HashMap<u64, HashSet<u64>>;
 
 pub(crate) struct Ledger {
     file: File,
-    /// Bytes in the file, to decide when a rewrite pays off.
-    bytes: u64,
+    /// Bytes written to the file (synced or not), to decide when a rewrite
+    /// pays off, and the end the next sync covers.
+    pub bytes: u64,
     storage: Arc<dyn Storage>,
+    /// Tells this file from the ledgers before it (each rewrite is a new file),
+    /// so the return of a sync of an older one is not taken for this one's.
+    pub generation: u64,
+    /// A second open file description of the file, used only by the one
+    /// ledger sync in flight (see `syncer.rs` on why syncs have their own).
+    pub sync_file: Arc<File>,
+    /// The end covered by the latest sync started.
+    pub started: u64,
 }
+
+/// Generations of ledger files, process-wide.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 fn encode(id: RecordId, out: &mut Vec<u8>) {
     let start = out.len();
@@ -96,23 +109,28 @@ impl Ledger {
         std::fs::rename(&tmp, dir.join(FILE_NAME))?;
         storage::sync_dir(dir)?;
         let file = storage::open_append(&dir.join(FILE_NAME))?;
+        let sync_file = Arc::new(File::open(dir.join(FILE_NAME))?);
+        let bytes = buf.len() as u64;
         Ok(Ledger {
             file,
-            bytes: buf.len() as u64,
+            bytes,
             storage,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            sync_file,
+            started: bytes,
         })
     }
 
-    /// Appends acks and returns once they are on disk. After an error the
-    /// file's tail is unknown: the caller drops this ledger and rewrites it.
-    pub(crate) fn append(&mut self, ids: &[RecordId]) -> io::Result<()> {
+    /// Writes acks (not synced: the caller starts a sync of `sync_file`
+    /// up to [`Ledger::bytes`]). After an error the file's tail is unknown:
+    /// the caller drops this ledger and rewrites it.
+    pub(crate) fn write(&mut self, ids: &[RecordId]) -> io::Result<()> {
         let mut buf = Vec::with_capacity(ids.len() * ENTRY_LEN);
         for id in ids {
             encode(*id, &mut buf);
         }
         self.storage
             .write_all(FileKind::Ledger, &mut self.file, &buf)?;
-        self.storage.sync_data(FileKind::Ledger, &self.file)?;
         self.bytes += buf.len() as u64;
         Ok(())
     }
@@ -125,8 +143,8 @@ impl Ledger {
     }
 }
 
-/// Writes and syncs acks, first rewriting the ledger if the last use failed.
-pub(crate) fn sync_acks(
+/// Writes acks, first rewriting the ledger if the last use failed.
+pub(crate) fn write_acks(
     ledger: &mut Option<Ledger>,
     segments: &BTreeMap<u64, Segment>,
     foreign_acks: &[RecordId],
@@ -137,7 +155,7 @@ pub(crate) fn sync_acks(
         *ledger = Some(rewrite_ledger(segments, foreign_acks, options)?);
     }
     match ledger.as_mut() {
-        Some(ledger) => ledger.append(fresh),
+        Some(ledger) => ledger.write(fresh),
         None => Err(io::Error::other("ledger not open")),
     }
 }

@@ -4,8 +4,11 @@
 //!
 //! - `record`: a message, its frame on disk (length prefix + CRC) and the scan
 //!   that skips damaged stretches.
-//! - `writer`: one thread owns every file; it drains all queued commands,
-//!   writes them, `fdatasync`s once and only then answers (group commit).
+//! - `writer`: one thread owns every file; it drains all queued commands and
+//!   writes them as one group (group commit); `syncer` runs the group's
+//!   `fdatasync` on a small pool, overlapping the next groups', and
+//!   `pipeline` answers each group, in write order, only after a sync that
+//!   started after its write returned.
 //! - `ledger`: acks, synced before any segment is deleted.
 //! - `recovery`: [`Spool::open`], which also builds the [`Feed`].
 //! - `tail` and `feed`: records left on disk (at open, and while memory is
@@ -35,12 +38,15 @@
 //!    `ack`. An ack that fails only means a duplicate after a restart.
 //! 5. On SIGTERM: [`Spool::close`]; undelivered records stay for the next start.
 
+mod acks;
 pub mod dead_letter;
 mod feed;
 mod ledger;
+mod pipeline;
 mod record;
 mod recovery;
 mod storage;
+mod syncer;
 mod tail;
 mod writer;
 
@@ -55,7 +61,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub use dead_letter::{DeadLetter, DeadLetterReader};
 pub use feed::Feed;
@@ -63,8 +69,9 @@ pub use record::{EncodeError, Record, RecordId};
 pub use storage::{FileKind, RealStorage, Storage};
 pub use tail::FeedSignal;
 
-/// A callback told how long each group's write plus `fdatasync` took (for
-/// `inletd_spool_sync_seconds`). Runs on the writer thread: keep it cheap.
+/// A callback told how long each segment `fdatasync` took (for
+/// `inletd_spool_sync_seconds`; several may overlap). Runs on the writer
+/// thread: keep it cheap.
 pub type SyncObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// How to open a spool.
@@ -174,7 +181,8 @@ impl SpoolStats {
     pub fn synced_messages(&self) -> u64 {
         self.synced_messages.load(Ordering::Relaxed)
     }
-    /// Total time spent writing and syncing groups of appends.
+    /// Total time spent in segment syncs (they overlap: this can pass the
+    /// wall-clock time).
     pub fn sync_time(&self) -> Duration {
         Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed))
     }
@@ -222,7 +230,7 @@ pub struct Appended {
 /// A handle to an open spool; clones share the same writer.
 #[derive(Clone)]
 pub struct Spool {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: crossbeam_channel::Sender<Command>,
     /// Held while one request's appends are queued, so they are contiguous
     /// in the file and all share one decision (delivered now, or on disk).
     queueing: Arc<std::sync::Mutex<()>>,

@@ -16,12 +16,11 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use super::feed::Feed;
 use super::ledger;
 use super::record::{self, Record, RecordId, HEADER_LEN};
 use super::storage::{segment_path, segment_seq};
+use super::syncer::Syncer;
 use super::tail::{State, Tail};
 use super::writer::{Segment, Writer};
 use super::{OpenError, Spool, SpoolOptions, SpoolStats};
@@ -99,6 +98,8 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Feed), OpenError> {
         stats: Arc::clone(&stats),
     };
 
+    let syncer =
+        Syncer::start(&options.storage).map_err(fail("cannot start the spool sync threads"))?;
     let mut writer = Writer {
         options,
         stats: Arc::clone(&stats),
@@ -109,6 +110,9 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Feed), OpenError> {
         foreign_acks,
         dead_letters: Default::default(),
         tail,
+        syncer,
+        written: Default::default(),
+        ack_groups: Default::default(),
     };
     // Acks of segments already gone are dropped here; the rewrite is synced
     // before any segment is deleted below.
@@ -126,7 +130,7 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Feed), OpenError> {
     }
     tracing::info!(dir = %dir.display(), segments = writer.segments.len(), undelivered = live, bytes, "spool opened");
 
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = crossbeam_channel::unbounded();
     let spool = Spool {
         tx,
         queueing: Default::default(),
@@ -212,5 +216,6 @@ fn load_segment(
         live,
         acked,
         sealed: true,
+        sync: Default::default(),
     })
 }

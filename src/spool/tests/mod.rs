@@ -5,6 +5,7 @@ mod commit;
 mod crash;
 mod dead_letters;
 mod feed;
+mod overlap;
 mod props;
 mod recovery;
 
@@ -33,11 +34,18 @@ struct Gate {
     release: mpsc::Receiver<()>,
 }
 
+/// One segment sync held by [`Faulty::hold_each_segment_sync`]: send
+/// `false` to let it run, `true` to fail it with an injected EIO.
+pub(super) struct Held {
+    pub release: mpsc::Sender<bool>,
+}
+
 /// Real files, plus injected failures and an optional hold on segment syncs.
 #[derive(Default)]
 pub(super) struct Faulty {
     faults: Mutex<Vec<(FileKind, Op)>>,
     gate: Mutex<Option<Gate>>,
+    each: Mutex<Option<(FileKind, mpsc::Sender<Held>)>>,
 }
 
 impl Faulty {
@@ -56,6 +64,24 @@ impl Faulty {
         let (release_tx, release) = mpsc::channel();
         *self.gate.lock().unwrap() = Some(Gate { entered, release });
         (entered_rx, release_tx)
+    }
+
+    /// From now on every segment sync, each on its own, reports a [`Held`]
+    /// and waits for its verdict: syncs can overlap and be released (or
+    /// failed) in any order.
+    pub(super) fn hold_each_segment_sync(&self) -> mpsc::Receiver<Held> {
+        self.hold_each_sync(FileKind::Segment)
+    }
+
+    /// The same for the ledger's syncs (segment syncs run freely).
+    pub(super) fn hold_each_ledger_sync(&self) -> mpsc::Receiver<Held> {
+        self.hold_each_sync(FileKind::Ledger)
+    }
+
+    fn hold_each_sync(&self, kind: FileKind) -> mpsc::Receiver<Held> {
+        let (held, rx) = mpsc::channel();
+        *self.each.lock().unwrap() = Some((kind, held));
+        rx
     }
 
     fn injected(&self, kind: FileKind, op: Op) -> bool {
@@ -81,6 +107,16 @@ impl Storage for Faulty {
             if let Some(gate) = self.gate.lock().unwrap().as_ref() {
                 let _ = gate.entered.send(());
                 let _ = gate.release.recv_timeout(WAIT);
+            }
+        }
+        let each = self.each.lock().unwrap().clone();
+        if let Some((held, each)) = each {
+            if held == kind {
+                let (release, verdict) = mpsc::channel();
+                let _ = each.send(Held { release });
+                if verdict.recv_timeout(WAIT) == Ok(true) {
+                    return Err(io::Error::other("injected: EIO on this sync"));
+                }
             }
         }
         if self.injected(kind, Op::Sync) {
