@@ -1,10 +1,14 @@
-//! The producer request handlers (behind `arrive`, which refuses them while
-//! draining and stamps their arrival).
+//! The producer request handlers. Each takes the whole request (its headers
+//! are moved, not copied as the `HeaderMap` extractor would) and first calls
+//! [`Ingest::arrive`], which refuses it while draining and stamps its arrival,
+//! before its connection id is checked.
 
 use axum::body::Body;
-use axum::extract::{Extension, RawQuery, State};
-use axum::http::{HeaderMap, Uri};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::admission::Results;
 use super::{forward, parse, respond, Arrival, ConnectionId, Ingest};
@@ -13,25 +17,25 @@ use crate::config::MAX_REQUEST_BYTES;
 use crate::error::Error;
 
 /// `POST /collection/{id}`: one message, answered with its own result.
-pub async fn single(
-    State(ingest): State<Ingest>,
-    Extension(arrival): Extension<Arrival>,
-    connection_id: ConnectionId,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    if forward::goes_one_to_one(query.as_deref(), &headers) {
-        return forward::forward(&ingest, &arrival, &connection_id, query, &headers, body).await;
+pub async fn single(State(ingest): State<Ingest>, request: Request) -> Response {
+    let (_work, arrival, connection_id, parts, body) = match door(&ingest, request).await {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
+    };
+    let headers = &parts.headers;
+    let query = parts.uri.query();
+    if forward::goes_one_to_one(query, headers) {
+        let query = query.map(str::to_owned);
+        return forward::forward(&ingest, &arrival, &connection_id, query, headers, body).await;
     }
     let result = async {
         let mut received = ingest
-            .receive(&arrival, &headers, body, ingest.limits.max_bytes)
+            .receive(&arrival, headers, body, ingest.limits.max_bytes)
             .await?;
         let message = ingest.fits(parse::single(&received.body)?)?;
         ingest.charge(&mut received, 1)?;
-        let key = BatchKey::new(connection_id.as_str(), &headers);
-        if ingest.wants_async(&headers) {
+        let key = BatchKey::new(connection_id.as_str(), headers);
+        if ingest.wants_async(headers) {
             let accepted = ingest.fire(&arrival, &connection_id, key, received, vec![message]);
             return Ok(Answer::Accepted(accepted.await?));
         }
@@ -55,16 +59,15 @@ pub async fn single(
 
 /// `POST /collection/batch/{id}`: a client that batches already. Its messages
 /// join inletd's batches; it gets one entry per message, in its own order.
-pub async fn batch(
-    State(ingest): State<Ingest>,
-    Extension(arrival): Extension<Arrival>,
-    connection_id: ConnectionId,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn batch(State(ingest): State<Ingest>, request: Request) -> Response {
+    let (_work, arrival, connection_id, parts, body) = match door(&ingest, request).await {
+        Ok(opened) => opened,
+        Err(refused) => return refused,
+    };
+    let headers = &parts.headers;
     let result = async {
         let mut received = ingest
-            .receive(&arrival, &headers, body, MAX_REQUEST_BYTES)
+            .receive(&arrival, headers, body, MAX_REQUEST_BYTES)
             .await?;
         // Charged for every entry before any per-entry structure is built.
         let count = parse::count_messages(&received.body)?;
@@ -80,8 +83,8 @@ pub async fn batch(
                 Ok(())
             })
             .collect();
-        let key = BatchKey::new(connection_id.as_str(), &headers);
-        if ingest.wants_async(&headers) {
+        let key = BatchKey::new(connection_id.as_str(), headers);
+        if ingest.wants_async(headers) {
             // One 202 for the whole request: any bad entry refuses all of it.
             if let Some(e) = plan.into_iter().find_map(Result::err) {
                 return Err(e);
@@ -112,6 +115,18 @@ pub async fn batch(
     }
     .await;
     result.unwrap_or_else(|e| ingest.refuse_for(&connection_id, e))
+}
+
+/// What every producer route does first, in this order: [`Ingest::arrive`]
+/// (503 while draining), then the connection id's check (400).
+async fn door(
+    ingest: &Ingest,
+    request: Request,
+) -> Result<(TaskTrackerToken, Arrival, ConnectionId, Parts, Body), Response> {
+    let (work, arrival) = ingest.arrive().map_err(|e| ingest.refuse(e))?;
+    let (mut parts, body) = request.into_parts();
+    let connection_id = ConnectionId::from_request_parts(&mut parts, ingest).await?;
+    Ok((work, arrival, connection_id, parts, body))
 }
 
 /// What the single route answers with.
