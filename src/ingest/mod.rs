@@ -28,8 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::Response;
-use axum::routing::post;
-use axum::Router;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -161,18 +159,11 @@ pub struct Arrival {
     pub deadline: Instant,
 }
 
-/// The producer routes. Each handler begins with [`Ingest::arrive`], which
-/// refuses new work while draining and stamps the arrival; it is called
-/// directly rather than as a `route_layer` middleware because a layer costs a
-/// boxed future, an extensions map and an extraction per message (~1.5k
-/// instructions in `bench/profile.sh`).
-pub fn router(ingest: Ingest) -> Router {
-    Router::new()
-        .route("/collection/batch/{connection_id}", post(routes::batch))
-        .route("/collection/{connection_id}", post(routes::single))
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(ingest)
+/// The producer routes: [`routes::dispatch`] matches them itself (see there
+/// why), after [`Ingest::arrive`] refuses new work while draining. A bare
+/// handler, not a `Router`: even a router's fallback decodes path parameters.
+pub fn router(ingest: Ingest) -> impl crate::server::App {
+    axum::handler::Handler::with_state(routes::dispatch, ingest)
 }
 
 impl Ingest {
