@@ -7,10 +7,10 @@
 //!
 //! [`keepalive`]: crate::keepalive
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -49,11 +49,42 @@ pub struct Limits {
     pub keepalive: keepalive::Policy,
 }
 
+/// What a listener serves: a `Router`, or for the producers a bare handler
+/// that matches its own paths (see `ingest::routes::dispatch`).
+pub trait App:
+    tower::Service<
+        axum::extract::Request<Incoming>,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<
+            axum::extract::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves `router` on `listener` until `stop`, then waits (a short while)
 /// for the requests in progress. Slow or stuck clients cannot pile up: each
 /// must send its headers within `idle_timeout`, and at most `max_connections`
 /// are open at once.
-pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, limits: Limits) {
+pub async fn serve(
+    listener: TcpListener,
+    router: impl App,
+    stop: CancellationToken,
+    limits: Limits,
+) {
     let connections = TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -1,11 +1,9 @@
 //! The connection id a producer names in its path: checked at the door to be
 //! exactly one safe path segment, so no producer input can reach another
 //! upstream path than `/collection/batch/{id}` or `/collection/{id}`
-//! (axum's `Path` percent-decodes, so `..%2F..%2Fstats` arrives as `../../stats`).
+//! (the segment is percent-decoded first, so `..%2F..%2Fstats` is checked as `../../stats`).
 
-use axum::extract::{FromRequestParts, Path};
-use axum::http::request::Parts;
-use axum::response::Response;
+use percent_encoding::percent_decode_str;
 
 use super::Ingest;
 use crate::error::Error;
@@ -47,23 +45,23 @@ impl ConnectionId {
     }
 }
 
-/// Extracts and checks `{connection_id}`; a bad one is refused (400) and counted.
-impl FromRequestParts<Ingest> for ConnectionId {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, ingest: &Ingest) -> Result<Self, Response> {
-        let id = Path::<String>::from_request_parts(parts, ingest)
-            .await
-            .map_err(|_| ingest.refuse(Error::BadConnectionId("is not valid UTF-8")))?;
-        match ConnectionId::check(&id.0) {
-            Ok(()) => Ok(ConnectionId(id.0)),
+impl ConnectionId {
+    /// Decodes and checks the path's raw `{connection_id}` segment as axum's
+    /// `Path` would (percent-decoded, UTF-8); a bad one is refused (400) and
+    /// logged as far as it can be printed safely. The caller answers the
+    /// error with [`Ingest::refuse`].
+    pub(super) fn from_segment(raw: &str, ingest: &Ingest) -> Result<Self, Error> {
+        let Ok(id) = percent_decode_str(raw).decode_utf8() else {
+            return Err(Error::BadConnectionId("is not valid UTF-8"));
+        };
+        match ConnectionId::check(&id) {
+            Ok(()) => Ok(ConnectionId(id.into_owned())),
             Err(e) => {
-                // Logged as far as it can be printed safely: a producer's id may
-                // hold anything, newlines included.
+                // A producer's id may hold anything, newlines included.
                 ingest
                     .outcomes
-                    .error(&super::outcome_log::printable(&id.0), &e);
-                Err(ingest.refuse(e))
+                    .error(&super::outcome_log::printable(&id), &e);
+                Err(e)
             }
         }
     }
@@ -106,5 +104,18 @@ mod tests {
             assert!(err.to_string().contains("connection id"), "{err}");
         }
         assert!(ConnectionId::parse(&"a".repeat(MAX_CONNECTION_ID_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn the_raw_segment_is_percent_decoded_before_the_check() {
+        let decode = |raw: &str| {
+            percent_decode_str(raw)
+                .decode_utf8()
+                .map(|id| ConnectionId::check(&id).map(|()| id.into_owned()))
+        };
+        assert_eq!(decode("c%31").unwrap().unwrap(), "c1");
+        assert!(decode("..%2F..%2Fstats").unwrap().is_err());
+        assert!(decode("%2E%2E").unwrap().is_err());
+        assert!(decode("a%FFb").is_err(), "not UTF-8 once decoded");
     }
 }

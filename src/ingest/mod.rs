@@ -10,8 +10,8 @@
 //! Fire-and-forget: [`prefer`] reads `Prefer: respond-async`, `fire` answers
 //! 202 (after the spool's sync where there is one), `replay` queues what the
 //! spool held at start.
-//! Every producer route sits behind [`arrive`]: it refuses new work while
-//! draining and starts the request's clock.
+//! Every producer handler begins with [`Ingest::arrive`]: it refuses new work
+//! while draining and starts the request's clock.
 
 mod admission;
 mod connection;
@@ -27,15 +27,11 @@ mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::post;
-use axum::Router;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
 pub use admission::MESSAGE_OVERHEAD;
 pub use connection::ConnectionId;
@@ -163,30 +159,29 @@ pub struct Arrival {
     pub deadline: Instant,
 }
 
-/// The producer routes, behind [`arrive`].
-pub fn router(ingest: Ingest) -> Router {
-    Router::new()
-        .route("/collection/batch/{connection_id}", post(routes::batch))
-        .route("/collection/{connection_id}", post(routes::single))
-        .route_layer(middleware::from_fn_with_state(ingest.clone(), arrive))
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(ingest)
+/// The producer routes: [`routes::dispatch`] matches them itself (see there
+/// why), after [`Ingest::arrive`] refuses new work while draining. A bare
+/// handler, not a `Router`: even a router's fallback decodes path parameters.
+pub fn router(ingest: Ingest) -> impl crate::server::App {
+    axum::handler::Handler::with_state(routes::dispatch, ingest)
 }
 
-/// In front of every producer route: takes the request's shutdown token
-/// *before* looking whether shutdown began, so a drain can never miss a
-/// request that was let in; refuses with 503 once draining; stamps the
-/// arrival. The token is held until the answer is built.
-async fn arrive(State(ingest): State<Ingest>, mut request: Request, next: Next) -> Response {
-    let _work = ingest.work.token();
-    if ingest.draining.is_cancelled() {
-        return ingest.refuse(Error::Draining);
+impl Ingest {
+    /// First thing in every producer handler, before its path or body is
+    /// looked at: takes the request's shutdown token *before* looking whether
+    /// shutdown began, so a drain can never miss a request that was let in;
+    /// refuses with 503 once draining (the caller answers with [`Ingest::refuse`]); stamps the arrival. The caller holds
+    /// the token until its answer is built.
+    fn arrive(&self) -> Result<(TaskTrackerToken, Arrival), Error> {
+        let work = self.work.token();
+        if self.draining.is_cancelled() {
+            return Err(Error::Draining);
+        }
+        let at = Instant::now();
+        let arrival = Arrival {
+            at,
+            deadline: at + self.request_timeout,
+        };
+        Ok((work, arrival))
     }
-    let at = Instant::now();
-    request.extensions_mut().insert(Arrival {
-        at,
-        deadline: at + ingest.request_timeout,
-    });
-    next.run(request).await
 }
