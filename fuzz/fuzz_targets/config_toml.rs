@@ -32,6 +32,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(!reason.is_empty());
             return;
         }
+        // The IMS secret refused as a TOML key, or its file unreadable.
+        Err(ConfigError::Secret(e)) => {
+            assert!(!e.to_string().is_empty());
+            return;
+        }
         Err(e @ ConfigError::Read { .. }) => panic!("nothing was read from disk: {e}"),
     };
     config.validate().expect("a loaded configuration is valid");

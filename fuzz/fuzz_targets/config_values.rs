@@ -68,6 +68,10 @@ fuzz_target!(|input: Input<'_>| {
                 assert!(origin.contains(&var), "{origin}");
             }
         }
+        // A secret file that cannot be read: the one key that reads a file.
+        Err(ConfigError::Secret(e)) if key == "ims_client_secret_file" => {
+            assert!(!e.to_string().is_empty());
+        }
         Err(e) => panic!("only the variable was given: {e}"),
     }
 });
