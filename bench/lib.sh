@@ -1,4 +1,4 @@
-# bench/lib.sh: shared by bench/run.sh and bench/profile.sh (sourced, not run).
+# bench/lib.sh: shared by the bench scripts (sourced, not run).
 # Everything a script starts goes into PIDS; on exit each gets SIGTERM, a
 # moment to stop, then SIGKILL.
 
@@ -21,3 +21,15 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# wait_http URL SECONDS PID: until URL answers anything (any status), while
+# PID lives.
+wait_http() {
+    local url=$1 secs=$2 pid=$3 i
+    for ((i = 0; i < secs * 20; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        curl -s -o /dev/null --max-time 1 "$url" && return 0
+        sleep 0.05
+    done
+    return 1
+}

@@ -97,20 +97,6 @@ fi
 read -r P_TRIVIAL P_STANDIN P_INLETD P_ADMIN P_MSTANDIN P_MINLETD P_MADMIN \
     < <(python3 "$ROOT/bench/free_ports.py" 7)
 
-# wait_http URL SECONDS PID: until URL answers anything (any status).
-wait_http() {
-    local url=$1 secs=$2 pid=$3 i
-    for ((i = 0; i < secs * 20; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            return 1
-        fi
-        if curl -s -o /dev/null --max-time 1 "$url"; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
-}
 
 proc_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 # CPU seconds (user + system) used so far by PID (0 when none).

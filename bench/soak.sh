@@ -99,15 +99,6 @@ done
 # ---------------------------------------------------------------- start
 read -r P_STANDIN P_INLETD P_ADMIN < <(python3 "$ROOT/bench/free_ports.py" 3)
 
-wait_http() {
-    local url=$1 secs=$2 pid=$3 i
-    for ((i = 0; i < secs * 20; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        curl -s -o /dev/null --max-time 1 "$url" && return 0
-        sleep 0.05
-    done
-    return 1
-}
 
 "$REL/aep-standin" --listen "127.0.0.1:$P_STANDIN" --latency "$LATENCY" --no-record \
     >"$LOGS/standin.log" 2>&1 &

@@ -93,16 +93,6 @@ read -r P_STANDIN P_INLETD P_ADMIN < <(python3 "$ROOT/bench/free_ports.py" 3)
 URL="http://127.0.0.1:$P_INLETD/collection/$CONN_ID"
 METRICS="http://127.0.0.1:$P_ADMIN/metrics"
 
-# wait_http URL SECONDS PID: until URL answers anything.
-wait_http() {
-    local url=$1 secs=$2 pid=$3 i
-    for ((i = 0; i < secs * 20; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        curl -s -o /dev/null --max-time 1 "$url" && return 0
-        sleep 0.05
-    done
-    return 1
-}
 
 # start_standin LOGNAME [--no-record]: sets PID_STANDIN.
 start_standin() {
