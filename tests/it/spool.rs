@@ -13,7 +13,7 @@ use aep_standin::{Fault, StandInConfig};
 use inletd::spool::{FileKind, Storage};
 use serde_json::json;
 
-use crate::support::{eventually, message, metric, TestApp};
+use crate::support::{eventually, message, metric, refused_upstream, TestApp};
 
 const ASYNC: (&str, &str) = ("prefer", "respond-async");
 
@@ -372,10 +372,7 @@ async fn a_producer_hanging_up_during_the_sync_strands_nothing() {
 #[tokio::test]
 async fn sigterm_leaves_undelivered_spooled_messages_for_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    // Nothing listens there: every send is refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let dead = refused_upstream();
     let app = TestApp::start(|c| {
         spooled_in(dir.path())(c);
         c.upstream = dead.parse().unwrap();
@@ -418,9 +415,7 @@ async fn sigterm_leaves_undelivered_spooled_messages_for_the_next_start() {
 async fn replay_stays_inside_the_memory_bound() {
     const BOUND: u64 = 4096;
     let dir = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let dead = refused_upstream();
     let app = TestApp::start(|c| {
         spooled_in(dir.path())(c);
         c.upstream = dead.parse().unwrap();

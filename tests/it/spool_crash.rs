@@ -12,7 +12,7 @@ use std::time::Duration;
 use aep_standin::{StandIn, StandInConfig, StandInHandle};
 
 use crate::cli::{inletd, Daemon};
-use crate::support::{message, metric};
+use crate::support::{message, metric, refused_upstream};
 
 const MAX_BATCH_MESSAGES: usize = 20;
 const MAX_IN_FLIGHT: usize = 4;
@@ -100,13 +100,6 @@ fn missing(by_id: &HashMap<String, Vec<String>>, ids: &[String]) -> Vec<String> 
         .collect()
 }
 
-fn dead_upstream() -> String {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    url
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_under_load_loses_no_accepted_message() {
     const CYCLES: usize = 10;
@@ -181,7 +174,7 @@ async fn kill_9_under_load_loses_no_accepted_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_the_upstream_down_delivers_each_once_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = start(dir.path(), &dead_upstream());
+    let daemon = start(dir.path(), &refused_upstream());
     let client = client();
     let url = daemon.url("/collection/down");
     let ids: Vec<String> = (0..30).map(|i| format!("down-{i}")).collect();
@@ -223,7 +216,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_segments_are_skipped_counted_and_the_rest_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = start(dir.path(), &dead_upstream());
+    let daemon = start(dir.path(), &refused_upstream());
     let client = client();
     let url = daemon.url("/collection/damage");
     let ids: Vec<String> = (0..40).map(|i| format!("dmg-{i:02}")).collect();

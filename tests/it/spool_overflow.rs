@@ -9,7 +9,7 @@ use std::path::Path;
 
 use aep_standin::Fault;
 
-use crate::support::{eventually, message, metric, TestApp};
+use crate::support::{eventually, message, metric, refused_upstream, TestApp};
 
 const ASYNC: (&str, &str) = ("prefer", "respond-async");
 /// What holding one message costs the bound at least (`MESSAGE_OVERHEAD`).
@@ -126,9 +126,7 @@ async fn spooled_producers_meet_max_spool_bytes_not_the_memory_bound() {
 async fn after_a_restart_the_backlog_streams_and_new_spooled_messages_get_202() {
     const BOUND: u64 = 4_096;
     let dir = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let dead = refused_upstream();
     let app = TestApp::start(|c| {
         spooled_in(dir.path())(c);
         c.upstream = dead.parse().unwrap();

@@ -34,6 +34,14 @@ pub fn test_config(upstream: SocketAddr) -> Config {
     c
 }
 
+/// An upstream URL where nothing listens: every send is refused.
+pub fn refused_upstream() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    url
+}
+
 pub fn ms(n: u64) -> HumanDuration {
     HumanDuration(Duration::from_millis(n))
 }
