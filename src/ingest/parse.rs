@@ -148,6 +148,18 @@ mod tests {
         assert_eq!(&m[..], b"{\"body\" : {\"a\":1.50}, \"header\":{}}");
     }
 
+    /// Values are skipped, not decoded: a number beyond an f64 is grammatical
+    /// JSON, kept byte for byte, and left for the upstream to judge.
+    #[test]
+    fn numbers_beyond_an_f64_pass_as_received() {
+        let body = Bytes::from_static(br#"{"n":64444e4444444444444444444444442}"#);
+        assert_eq!(single(&body).unwrap(), body);
+        let body = Bytes::from_static(br#"{"messages":[{"a":1e400},{"b":-1e999}]}"#);
+        let entries = batch(&body).unwrap();
+        assert_eq!(&entries[0].as_ref().unwrap()[..], br#"{"a":1e400}"#);
+        assert_eq!(&entries[1].as_ref().unwrap()[..], br#"{"b":-1e999}"#);
+    }
+
     #[test]
     fn single_refuses_non_objects_and_garbage() {
         for bad in [&b"[1]"[..], b"\"x\"", b"{", b"", b"{} {}"] {
