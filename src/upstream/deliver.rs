@@ -67,6 +67,12 @@ pub(super) enum Reading {
     TimedOut {
         reason: String,
     },
+    /// Nothing was sent: no IMS token could be had (`status` is what the
+    /// producers get, the message says why; see [`Courier::no_token`]).
+    NoToken {
+        status: u16,
+        message: String,
+    },
 }
 
 /// What an exchange for `sent` messages means. A request that was never sent or
@@ -79,11 +85,7 @@ fn read(exchange: Exchange, sent: usize) -> Reading {
     };
     match exchange {
         Exchange::NotSent { reason } => retry(502, format!("upstream unreachable: {reason}")),
-        // Nothing went upstream; the provider already retried IMS.
-        Exchange::NoToken { status, message } => Reading::Verdict {
-            verdict: Verdict::Final { status, message },
-            retry_after: None,
-        },
+        Exchange::NoToken { status, message } => Reading::NoToken { status, message },
         Exchange::Unanswered {
             why: Silence::ConnectionLost,
             reason,
@@ -193,6 +195,7 @@ impl<T: Transport> Courier<'_, T> {
                 tracing::warn!(?key, messages = n, %reason, "upstream timed out");
                 return self.unconfirmed(part, &Outcome::timed_out(), &reason);
             }
+            Reading::NoToken { status, message } => return self.no_token(part, status, message),
             Reading::Verdict {
                 verdict,
                 retry_after,

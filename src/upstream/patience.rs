@@ -1,7 +1,8 @@
 //! Delivery without a producer deadline, for spooled messages: nobody waits
 //! for them, so a part of spooled messages is retried with capped back-off
 //! until delivered or `spool_max_age` (not `max_retries` times), and one
-//! exchange is bounded by `request_timeout` alone.
+//! exchange is bounded by `request_timeout` alone. That holds when no IMS
+//! token can be had too: nothing was sent, and the message is not at fault.
 //!
 //! The rule "never resend after an unanswered send" is relaxed for them only:
 //! a spooled message is promised at least once, so one sent without a usable
@@ -90,6 +91,30 @@ impl<T: Transport> Courier<'_, T> {
         let failure = Failure {
             status: outcome.status(),
             message: reason.to_owned(),
+            whole: true,
+        };
+        self.retry_spooled(Part::new(spooled, part.retries), failure, None)
+            .into_iter()
+            .collect()
+    }
+
+    /// No IMS token could be had, so nothing was sent. The waiting producers
+    /// are told why at once (the token provider already retried IMS, and
+    /// keeps trying on its own). Spooled messages are not at fault: they wait
+    /// like after a retryable failure (capped back-off, `spool_max_age`), so
+    /// an IMS outage or a secret being fixed dead-letters nothing.
+    pub(super) fn no_token(&self, part: Part, status: u16, message: String) -> Vec<Part> {
+        let (spooled, waiting) = partition(part.messages);
+        if !waiting.is_empty() {
+            tracing::warn!(key = ?self.key, status, messages = waiting.len(), "no IMS token: the producers are told why");
+            fail_all(waiting, &Outcome::failed(status, message.clone()));
+        }
+        if spooled.is_empty() {
+            return Vec::new();
+        }
+        let failure = Failure {
+            status,
+            message,
             whole: true,
         };
         self.retry_spooled(Part::new(spooled, part.retries), failure, None)

@@ -345,3 +345,55 @@ async fn a_forwarded_request_without_authorization_goes_with_the_token() {
         Some("Bearer standin-ims-token-1")
     );
 }
+
+/// A fire-and-forget message in the spool is not the one at fault when IMS
+/// is down: it waits (capped back-off, `spool_max_age`) instead of going to
+/// the dead-letter file, and is delivered once a token can be had.
+#[tokio::test]
+async fn spooled_managed_messages_wait_out_an_ims_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ims_standin(Duration::from_secs(86_399)),
+    )
+    .await
+    .unwrap();
+    standin.handle().ims().fail_next(usize::MAX, 503);
+    let mut config = test_config(standin.local_addr());
+    with_ims(&mut config, SECRET);
+    config.spool_dir = inletd::config::OptionalPath(Some(dir.path().to_path_buf()));
+    let app = TestApp::start_on(standin, config).await;
+
+    let async_ = [("prefer", "respond-async")];
+    let answer = app
+        .post("/collection/c", message("outage-1", ""), &async_)
+        .await;
+    assert_eq!(answer.status, 202, "{}", answer.text);
+    assert_eq!(answer.body["durable"], true);
+    eventually(
+        "the spooled message is tried again, not given up",
+        || async { metric(&app.metrics().await, "inletd_upstream_retries_total") >= 2.0 },
+    )
+    .await;
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metric(&metrics, "inletd_dead_letters_total"),
+        0.0,
+        "{metrics}"
+    );
+    assert!(!dir.path().join("dead-letter.jsonl").exists());
+    assert!(app.standin.requests().is_empty(), "nothing went upstream");
+
+    app.standin.ims().fail_next(0, 503);
+    eventually("delivered once IMS answers", || async {
+        app.standin.deliveries_by_id().contains_key("outage-1")
+    })
+    .await;
+    app.wait_for_metric("inletd_spool_messages", 0.0).await;
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metric(&metrics, "inletd_dead_letters_total"),
+        0.0,
+        "{metrics}"
+    );
+}
