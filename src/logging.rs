@@ -19,7 +19,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// Installs the subscriber and returns the handle that swaps its filter.
 pub fn init(config: &Config, rust_log: Option<&str>) -> FilterHandle {
     let filter = inletd::reload::log_filter(config, rust_log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+        .or_else(|_| inletd::config::log_filter(&config.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // The filter sits directly on the registry: the reload handle's type says so.
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);

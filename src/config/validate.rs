@@ -141,11 +141,19 @@ impl Config {
 /// A log filter (`log_level`, `RUST_LOG`) from its text. tracing-subscriber
 /// panics on some non-ASCII directives (a byte index inside a character: found
 /// by fuzzing), and every valid directive is ASCII, so anything else is refused first.
+///
+/// Field values in a directive (`[span{field=value}]`) are matched as plain
+/// text, not as regular expressions: a pattern such as `[{f=a.....x}]` made
+/// the regex engine ask for 2 GiB while the filter was being built (found by
+/// fuzzing `log_level`), and a SIGHUP re-reads this key in a running daemon.
 pub fn log_filter(text: &str) -> Result<tracing_subscriber::EnvFilter, String> {
     if !text.is_ascii() {
         return Err(format!(
             "`{text}` is not a log filter: only ASCII is allowed"
         ));
     }
-    tracing_subscriber::EnvFilter::try_new(text).map_err(|e| e.to_string())
+    tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
+        .parse(text)
+        .map_err(|e| e.to_string())
 }
