@@ -6,7 +6,6 @@
 //! `Connection: close`, which also makes hyper close the connection once it is
 //! written; the producer's next request opens a new one.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,22 +73,6 @@ impl Connection {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         answer
-    }
-
-    /// Resolves when the drain begins, for a connection opened before it: its
-    /// idle time is then cut short (it may be closed at once). A connection
-    /// opened during the drain never is, so its first request gets an answer
-    /// (a 503, marked as the last) instead of a closed connection. Never, for
-    /// a listener that keeps its connections.
-    pub fn draining(&self) -> impl Future<Output = ()> + Send + 'static {
-        // Looked at now, not when first polled.
-        let watch = self.policy.draining.clone().filter(|d| !d.is_cancelled());
-        async move {
-            match watch {
-                Some(draining) => draining.cancelled().await,
-                None => std::future::pending().await,
-            }
-        }
     }
 }
 

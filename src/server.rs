@@ -7,7 +7,10 @@
 //!
 //! [`keepalive`]: crate::keepalive
 
+mod ending;
+
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +26,7 @@ use tower::ServiceExt;
 
 use crate::keepalive;
 use crate::shutdown::CONNECTIONS_FINISH;
+use ending::Endings;
 
 /// Largest read buffer per connection (headers must fit in it).
 pub const MAX_READ_BUFFER: usize = 16 * 1024;
@@ -96,6 +100,10 @@ pub async fn serve(
         .keep_alive(true);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut last_warning: Option<Instant> = None;
+    // One task per listener watches the stop and the drain for its connections.
+    let endings = Endings::default();
+    let drain = limits.keepalive.draining.clone();
+    let watcher = tokio::spawn(watch(stop.clone(), drain.clone(), endings.clone()));
     loop {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
@@ -136,24 +144,24 @@ pub async fn serve(
         );
         let connection =
             builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let stop = stop.clone();
-        // Decided now, at accept: see `keepalive::Connection::draining`.
-        let draining = state.draining();
+        // Decided now, at accept: a connection opened during the drain is not
+        // cut short, so its first request gets an answer (a 503, marked as the
+        // last) instead of a closed connection.
+        let watch = endings.open(drain.as_ref().is_some_and(|d| !d.is_cancelled()));
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
+            let mut ending = false;
             // On a stop or a drain: finish the answer in progress (hyper then
             // closes the connection), or close at once when idle.
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                _ = stop.cancelled() => {
+            let ended = std::future::poll_fn(|cx| {
+                if !ending && watch.poll_ended(cx) {
+                    ending = true;
                     connection.as_mut().graceful_shutdown();
-                    connection.await
                 }
-                _ = draining => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
+                connection.as_mut().poll(cx)
+            })
+            .await;
+            drop(watch);
             if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -162,6 +170,8 @@ pub async fn serve(
         });
     }
     drop(listener);
+    watcher.abort();
+    endings.stop();
     connections.close();
     if tokio::time::timeout(CONNECTIONS_FINISH, connections.wait())
         .await
@@ -169,4 +179,17 @@ pub async fn serve(
     {
         tracing::warn!("connections still open after {CONNECTIONS_FINISH:?}; closing them");
     }
+}
+
+/// Tells `endings` when the listener stops, and when the drain (if this
+/// listener's connections end with it) begins.
+async fn watch(stop: CancellationToken, drain: Option<CancellationToken>, endings: Endings) {
+    if let Some(drain) = drain {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = drain.cancelled() => endings.drain(),
+        }
+    }
+    stop.cancelled().await;
+    endings.stop();
 }

@@ -82,6 +82,8 @@ struct KeyState {
     flushed: Option<Instant>,
     /// Smoothed messages per batch of this key (0 before its first).
     batch: f64,
+    /// Smoothed time between this key's batches (none before its second).
+    spacing: Option<Duration>,
     /// Wakes the worker to decide again (linger, or the pacing gap).
     timer: Option<delay_queue::Key>,
     in_flight: usize,
@@ -100,6 +102,7 @@ impl KeyState {
             since: Instant::now(),
             flushed: None,
             batch: 0.0,
+            spacing: None,
             timer: None,
             in_flight: 0,
             rtt: None,
@@ -263,13 +266,27 @@ impl Worker {
             return;
         }
         let since_flush = state.flushed.map(|at| at.elapsed());
-        match self.pacing.decide(
+        let decision = match self.pacing.decide(
             state.in_flight,
             state.since.elapsed(),
             since_flush,
             state.rtt,
             state.batch,
         ) {
+            Decision::Hold(_)
+                if self.pacing.gap_filled(
+                    state.in_flight,
+                    state.messages.len(),
+                    state.rtt,
+                    state.batch,
+                    state.spacing,
+                ) =>
+            {
+                Decision::Flush(FlushReason::Idle)
+            }
+            decision => decision,
+        };
+        match decision {
             Decision::Flush(reason) => self.flush(key, reason),
             Decision::Hold(after) => {
                 let at = state.since + after;
@@ -317,7 +334,12 @@ impl KeyState {
         let messages = std::mem::take(&mut self.messages);
         let payload = std::mem::take(&mut self.payload);
         self.in_flight += 1;
-        self.flushed = Some(Instant::now());
+        let now = Instant::now();
+        if let Some(previous) = self.flushed {
+            let took = now - previous;
+            self.spacing = Some(self.spacing.map_or(took, |s| (s * 7 + took) / 8));
+        }
+        self.flushed = Some(now);
         let n = messages.len() as f64;
         // Smoothed like the round trip; the first batch stands alone.
         self.batch = if self.batch == 0.0 {

@@ -199,3 +199,38 @@ async fn a_paced_key_sends_at_once_once_a_gap_has_passed() {
     assert_eq!(bodies(&c), vec![&b"{c}"[..]]);
     assert_eq!(start.elapsed(), Duration::from_millis(150));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_key_holding_a_gaps_worth_does_not_wait_out_the_gap() {
+    // One batch leaves eagerly; up to four paced.
+    let mut r = paced_rig(100, 10_000, 800, 1, 4);
+    let k = key("c", None);
+    let eight = ["{1}", "{2}", "{3}", "{4}", "{5}", "{6}", "{7}", "{8}"];
+    for body in eight {
+        r.send(&k, body);
+    }
+    let a = r.batches.recv().await.unwrap();
+    for body in eight {
+        r.send(&k, body);
+    }
+    // No round trip known yet: linger / 4 after a.
+    let b = r.batches.recv().await.unwrap();
+    assert_eq!((a.messages.len(), b.messages.len()), (8, 8));
+    drop(a);
+    // Now: 8 messages a batch, one batch per 200 ms, a 200 ms round trip
+    // over 4 slots: a gap of 50 ms brings 2 messages; 1.5 gaps' worth is 3.
+    let start = Instant::now();
+    r.send(&k, "{x}");
+    r.send(&k, "{y}");
+    assert!(within(&mut r, 10).await.is_none(), "two wait for the gap");
+    r.send(&k, "{z}");
+    let early = r.batches.recv().await.unwrap();
+    assert_eq!(early.reason, FlushReason::Idle);
+    assert_eq!(bodies(&early), vec![&b"{x}"[..], b"{y}", b"{z}"]);
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(10),
+        "before the gap's end"
+    );
+    drop(b);
+}
