@@ -9,7 +9,9 @@
 //!   `fdatasync` on a small pool, overlapping the next groups', and
 //!   `pipeline` answers each group, in write order, only after a sync that
 //!   started after its write returned.
-//! - `ledger`: acks, synced before any segment is deleted.
+//! - `ledger`: acks, synced before any segment is deleted; `ack_queue`: the
+//!   acks of [`Spool::ack_soon`], taken by the writer in one go.
+//! - `appending`: an append as a future another task can finish.
 //! - `recovery`: [`Spool::open`], which also builds the [`Feed`].
 //! - `tail` and `feed`: records left on disk (at open, and while memory is
 //!   short) read back in order for delivery, without the writer's files.
@@ -34,8 +36,10 @@
 //!    otherwise it waits on disk for the feeder (so do all later ones until
 //!    the feeder caught up, which keeps the order). `Full` → 429 with
 //!    `Retry-After`, `Io` or `Closed` → 503, `Encode` → 413.
-//! 4. Delivered: [`Spool::ack`]. Failed for good: [`Spool::dead_letter`], then
-//!    `ack`. An ack that fails only means a duplicate after a restart.
+//! 4. Delivered: [`Spool::ack`], or [`Spool::ack_soon`] (not awaited; the
+//!    acks made together go to the ledger as one group). Failed for good:
+//!    [`Spool::dead_letter`], then `ack`. An ack that fails only means a
+//!    duplicate after a restart.
 //! 5. On SIGTERM: [`Spool::close`]; undelivered records stay for the next start.
 
 mod ack_queue;
