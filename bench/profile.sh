@@ -18,6 +18,9 @@
 # Environment: BENCH_PROFILE_DURATION=10s BENCH_PROFILE_WARMUP=5s
 #              BENCH_PROFILE_CONNECTIONS=256 BENCH_STANDIN_LATENCY=20ms
 #              BENCH_INLETD_ARGS="..." BENCH_SKIP_BUILD=1 BENCH_PROFILE_TOP=30
+#              BENCH_PROFILE_LOADGEN_ARGS="..."  extra loadgen arguments, e.g.
+#                "--header Prefer:respond-async --expect-status 202 --expect ''" for
+#                fire-and-forget (with INLETD_SPOOL_DIR set in the environment: spooled)
 #
 # Under valgrind inletd runs one thread at a time and ~50x slower, so it is
 # CPU-bound at a few hundred messages/s: batches fill the way they do at the
@@ -81,8 +84,10 @@ PIDS+=("$PID_INLETD")
 wait_http "http://127.0.0.1:$P_ADMIN/healthz" "$PID_INLETD" 600 ||
     { echo "inletd did not start under valgrind" >&2; cat "$LOGS/profile-inletd.log" >&2; exit 1; }
 
+lg_extra=()
+[[ -n ${BENCH_PROFILE_LOADGEN_ARGS:-} ]] && eval "lg_extra=($BENCH_PROFILE_LOADGEN_ARGS)"
 "$REL/examples/loadgen" --url "http://127.0.0.1:$P_INLETD/collection/benchconn0001" \
-    --connections "$CONNS" --duration "$DURATION" --warmup "$WARMUP" --timeout 60s \
+    --connections "$CONNS" --duration "$DURATION" --warmup "$WARMUP" --timeout 60s "${lg_extra[@]}" \
     >"$LOGS/profile-loadgen.json" 2>"$LOGS/profile-loadgen.log" &
 PID_LOADGEN=$!
 PIDS+=("$PID_LOADGEN")

@@ -16,7 +16,11 @@
 # connections (default 64), one request in flight on each, 1 KiB messages with
 # a unique `_id`. Messages per fsync: the increase of
 # inletd_spool_synced_messages_total over that of inletd_spool_syncs_total in
-# the measured window (from /metrics before and after).
+# the measured window (from /metrics before and after). CPU per message: the
+# CPU seconds (user + system, /proc/<pid>/stat) inletd and the stand-in used in
+# the measured window over the messages answered 202 in it, plus how many of
+# the machine's CPUs were busy then (at all of them the phase is CPU-bound, and
+# its msgs/s says more about the machine than about inletd).
 #
 # Needs a build of inletd in which fire-and-forget and the spool are wired:
 # the script stops with a clear message when inletd answers 200 to
@@ -154,6 +158,19 @@ require_spool_metrics() {
         die "inletd with INLETD_SPOOL_DIR shows no inletd_spool_syncs_total in /metrics: the spool is not wired into this build (or spool_dir was not honoured)"
 }
 
+# CPU seconds (user + system) PID used so far, from /proc/PID/stat (as bench/run.sh).
+TICKS=$(getconf CLK_TCK)
+proc_cpu() {
+    if [[ -r /proc/$1/stat ]]; then
+        # Fields after the ")" of the command name: utime is the 12th, stime the 13th.
+        sed 's/^.*) //' "/proc/$1/stat" | awk -v t="$TICKS" '{ printf "%.2f\n", ($12 + $13) / t }'
+    else
+        echo 0
+    fi
+}
+# Busy CPU seconds of the whole machine so far (all CPUs; /proc/stat).
+machine_busy() { awk -v t="$TICKS" '$1 == "cpu" { printf "%.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / t }' /proc/stat; }
+
 new_spool_dir() {
     local d
     d=$(mktemp -d "$SPOOL_PARENT/bench-spool.XXXXXX")
@@ -177,13 +194,29 @@ measure() { # PHASE [SPOOL_DIR]
     start_inletd "inletd-$phase" "$dir"
     require_async "$phase"
     [[ -z $dir ]] || require_spool_metrics "$phase"
-    curl -s "$METRICS" >"$LOGS/$phase-metrics-before.txt"
     log "$phase: $CONNS producers, async, $WARMUP + $DURATION"
-    loadgen_async "$phase" --duration "$DURATION" --warmup "$WARMUP"
+    # In the background so the CPU and /metrics deltas cover the measured
+    # window only (after the warmup), as bench/run.sh does.
+    loadgen_async "$phase" --duration "$DURATION" --warmup "$WARMUP" &
+    local lpid=$! c_i0 c_s0 busy0 wall0 c_i1 c_s1 busy1 wall1
+    PIDS+=("$lpid")
+    sleep "$WARMUP"
+    curl -s "$METRICS" >"$LOGS/$phase-metrics-before.txt"
+    c_i0=$(proc_cpu "$PID_INLETD"); c_s0=$(proc_cpu "$PID_STANDIN")
+    busy0=$(machine_busy); wall0=$(date +%s.%N)
+    wait "$lpid" || die "loadgen failed in $phase (see $LOGS/$phase.err)"
+    c_i1=$(proc_cpu "$PID_INLETD"); c_s1=$(proc_cpu "$PID_STANDIN")
+    busy1=$(machine_busy); wall1=$(date +%s.%N)
     curl -s "$METRICS" >"$LOGS/$phase-metrics-after.txt"
     stop_pid "$PID_INLETD"
     stop_pid "$PID_STANDIN"
-    RESULT[$phase]=$(cat "$LOGS/$phase.json")
+    RESULT[$phase]=$(python3 -c '
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+d = lambda a, b: float(b) - float(a)
+r["cpu_s"] = {"inletd": d(*sys.argv[2:4]), "standin": d(*sys.argv[4:6]),
+              "machine_busy": d(*sys.argv[6:8]), "wall": d(*sys.argv[8:10])}
+print(json.dumps(r))' "$LOGS/$phase.json" "$c_i0" "$c_i1" "$c_s0" "$c_s1" "$busy0" "$busy1" "$wall0" "$wall1")
 }
 has_phase memory && measure memory
 has_phase spool && measure spool "$(new_spool_dir)"
@@ -260,11 +293,25 @@ def metric(path, name):
     return total if seen else None
 
 checks, summary = [], {}
-print("%-8s %12s %9s %9s %9s %8s" % ("phase", "msgs/s", "p50 ms", "p99 ms", "max ms", "errors"))
+def cpu_us(r, who):
+    # CPU µs per message over the measured window (the messages that got their 202 then).
+    cpu, secs = r.get("cpu_s", {}), r.get("duration_s") or 0
+    msgs = r["msgs_per_s"] * secs
+    return cpu[who] / msgs * 1e6 if who in cpu and msgs > 0 else float("nan")
+
+print("%-8s %12s %9s %9s %9s %8s %10s %10s %9s" % ("phase", "msgs/s", "p50 ms", "p99 ms", "max ms", "errors",
+                                                   "inletd us", "standin us", "busy cpus"))
 for name, r in (("memory", mem), ("spool", spool)):
     if r:
-        print("%-8s %12.1f %9.2f %9.2f %9.2f %8d" % (name, r["msgs_per_s"], r["p50_ms"], r["p99_ms"], r["max_ms"], r["errors"]))
+        cpu = r.get("cpu_s", {})
+        busy = cpu["machine_busy"] / cpu["wall"] if cpu.get("wall") else float("nan")
+        r["inletd_cpu_us_per_msg"] = cpu_us(r, "inletd")
+        r["standin_cpu_us_per_msg"] = cpu_us(r, "standin")
+        print("%-8s %12.1f %9.2f %9.2f %9.2f %8d %10.1f %10.1f %9.2f" % (name, r["msgs_per_s"], r["p50_ms"], r["p99_ms"], r["max_ms"], r["errors"],
+              r["inletd_cpu_us_per_msg"], r["standin_cpu_us_per_msg"], busy))
         summary[name] = r
+print("(inletd us, standin us: CPU µs (user + system) per message over the measured window; busy cpus:\n"
+      " the whole machine's busy CPUs then, of %d; near it, the phase is CPU-bound)" % __import__("os").cpu_count())
 if spool:
     b, a = "%s/spool-metrics-before.txt" % logs, "%s/spool-metrics-after.txt" % logs
     syncs = (metric(a, "inletd_spool_syncs_total") or 0) - (metric(b, "inletd_spool_syncs_total") or 0)
@@ -278,6 +325,9 @@ if spool:
 if mem and spool:
     ratio = spool["msgs_per_s"] / mem["msgs_per_s"] if mem["msgs_per_s"] else 0
     summary["spool_over_memory"] = ratio
+    cpu_ratio = spool["inletd_cpu_us_per_msg"] / mem["inletd_cpu_us_per_msg"]
+    summary["spool_over_memory_inletd_cpu_per_msg"] = cpu_ratio
+    print("inletd CPU per message, spool / memory: %.2f x" % cpu_ratio)
     checks.append(("spool msgs/s >= 0.8 x memory", ratio >= 0.8, "%.2f x" % ratio))
 if kill:
     summary["kill9"] = kill

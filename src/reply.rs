@@ -258,8 +258,16 @@ impl Reply {
             }
             Sink::Spooled(spooled) => {
                 self.metrics.spool.result(true, delivered);
-                // The ack (and dead letter) are written after the answer; shutdown waits for them.
-                tokio::spawn(settle(*spooled, outcome, self.drain.take()));
+                // The ack (and dead letter) are written after the answer;
+                // shutdown waits for them (the drain token goes with them).
+                let drain = self.drain.take();
+                if delivered {
+                    // Not awaited here: a delivered batch's acks go to the
+                    // spool together (one ledger append), no task per message.
+                    spooled.spool.ack_soon(spooled.id, Box::new(drain));
+                } else {
+                    tokio::spawn(settle(*spooled, outcome, drain));
+                }
             }
         }
     }

@@ -15,10 +15,11 @@
 //!   A request is all-or-nothing for the 202: if one append fails, the
 //!   producer gets that error (429 full, 503 write failure) — but the records
 //!   already appended are delivered all the same (a retrying producer may send
-//!   those twice).
+//!   those twice). The wait for the sync is in the handler (`spooling.rs`),
+//!   finished in a task only if the producer hangs up meanwhile.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,11 +30,11 @@ use tokio::time::Instant;
 
 use super::admission::Received;
 use super::prefer::{PREFERENCE_APPLIED, RESPOND_ASYNC};
+use super::spooling::{SpoolJob, Unfinished};
 use super::{Arrival, ConnectionId, Ingest, MESSAGE_OVERHEAD};
 use crate::batcher::{BatchKey, Message};
 use crate::error::Error;
-use crate::reply::{Held, Reply, Spooled};
-use crate::spool::{Appended, Record, Spool};
+use crate::reply::{Held, Reply};
 
 /// How far ahead "never" is for a deadline that cannot be represented.
 const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
@@ -72,26 +73,10 @@ impl Ingest {
                     .map_err(|_| Error::Draining)?;
             }
             Some(spool) => {
-                // In its own task: a producer that hangs up during the sync
-                // cancels this handler, and must not strand records already
-                // written without a reply (they would wait for the next start).
-                let (ingest, spool) = (self.clone(), spool.clone());
-                let connection = connection_id.as_str().to_owned();
-                let spooling = async move {
-                    let (messages, failed) =
-                        ingest.spooled(&spool, &connection, &key, shares).await;
-                    if !messages.is_empty() {
-                        // Refused only once draining: the records are replayed at the next start.
-                        ingest
-                            .batcher
-                            .submit(key, messages)
-                            .map_err(|_| Error::Draining)?;
-                    }
-                    failed.map_or(Ok(()), Err)
-                };
-                tokio::spawn(spooling)
-                    .await
-                    .map_err(|_| Error::Draining)??;
+                // Not a task of its own: `Unfinished` finishes the job in one
+                // only if the producer hangs up during the sync.
+                let job = SpoolJob::start(self, spool, connection_id.as_str(), key, shares);
+                Unfinished(Some(job)).run().await?;
             }
         }
         self.metrics.spool.accepted(durable, n);
@@ -103,7 +88,12 @@ impl Ingest {
         Ok(response)
     }
 
-    fn held(&self, deadline: Instant, bytes: usize, permit: OwnedSemaphorePermit) -> Held {
+    pub(super) fn held(
+        &self,
+        deadline: Instant,
+        bytes: usize,
+        permit: OwnedSemaphorePermit,
+    ) -> Held {
         Held {
             accepted: Instant::now(),
             deadline,
@@ -131,72 +121,9 @@ impl Ingest {
             .collect()
     }
 
-    /// Appends every message (queued together, so one group commit covers
-    /// them) and returns those to deliver now, and the first failure. The
-    /// others wait on disk for the feeder (`replay.rs`): the request's memory
-    /// for them is let go once they are durable.
-    async fn spooled(
-        &self,
-        spool: &Spool,
-        connection_id: &str,
-        key: &BatchKey,
-        shares: Vec<(Bytes, OwnedSemaphorePermit)>,
-    ) -> (Vec<Message>, Option<Error>) {
-        let accepted_at = SystemTime::now();
-        let records: Vec<Record> = shares
-            .iter()
-            .map(|(body, _)| Record {
-                connection_id: connection_id.to_owned(),
-                credentials: key.credentials().to_vec(),
-                body: body.clone(),
-                accepted_at,
-            })
-            .collect();
-        // All of the request or none of it goes straight to delivery.
-        let mut quota = self.spooled_quota(&shares);
-        let memory = quota.is_some();
-        let appended = futures_util::future::join_all(spool.append_all(&records, memory)).await;
-        let deadline = deadline_after(Instant::now(), self.spool_max_age);
-        let mut failed = None;
-        let mut messages = Vec::with_capacity(shares.len());
-        for (((body, share), mut record), appended) in shares.into_iter().zip(records).zip(appended)
-        {
-            match appended {
-                Ok(Appended {
-                    id,
-                    deliver_now: true,
-                }) => {
-                    // The reply keeps what a dead letter needs, never the credentials.
-                    record.credentials = Vec::new();
-                    let quota = quota
-                        .as_mut()
-                        .and_then(|q| q.split(spooled_cost(body.len(), self.spooled_bound)));
-                    let held = self.held(deadline, body.len(), share);
-                    let spooled = Spooled {
-                        id,
-                        spool: spool.clone(),
-                        record,
-                        quota,
-                    };
-                    let reply = Reply::spooled(held, spooled);
-                    messages.push(Message { body, reply });
-                }
-                // On disk only, its share dropped here: the feeder brings it in.
-                Ok(_) => {}
-                Err(e) => {
-                    if failed.is_none() {
-                        tracing::warn!(connection_id, error = %e, "cannot spool a message");
-                        failed = Some(Error::Spool(e));
-                    }
-                }
-            }
-        }
-        (messages, failed)
-    }
-
     /// The spooled part of the bound for every message of a request, if it
     /// can be had at once.
-    fn spooled_quota(
+    pub(super) fn spooled_quota(
         &self,
         shares: &[(Bytes, OwnedSemaphorePermit)],
     ) -> Option<OwnedSemaphorePermit> {

@@ -23,6 +23,7 @@ pub mod prefer;
 mod replay;
 mod respond;
 mod routes;
+mod spooling;
 
 use std::sync::Arc;
 use std::time::Duration;

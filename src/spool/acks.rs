@@ -13,6 +13,7 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::ack_queue::Keep;
 use super::ledger::write_acks;
 use super::record::RecordId;
 use super::syncer::Target;
@@ -23,6 +24,8 @@ use super::{Reply, SpoolError};
 /// sync that covers them.
 pub(crate) struct AckGroup {
     acks: Vec<(RecordId, Reply<()>)>,
+    /// Of the acks without a reply (`ack_soon`): dropped when they are settled.
+    keeps: Vec<Keep>,
     fresh: Vec<RecordId>,
     generation: u64,
     end: u64,
@@ -31,11 +34,18 @@ pub(crate) struct AckGroup {
 impl Writer {
     /// Writes a group's acks to the ledger and starts its sync (or leaves it
     /// to the next one when a ledger sync is running).
-    pub(crate) fn queue_acks(&mut self, acks: Vec<(RecordId, Reply<()>)>) {
-        let fresh = self.fresh_acks(&acks);
+    /// `acks` are answered; `ids` (queued by `ack_soon`) only drop their `keeps`.
+    pub(crate) fn queue_acks(
+        &mut self,
+        acks: Vec<(RecordId, Reply<()>)>,
+        ids: Vec<RecordId>,
+        keeps: Vec<Keep>,
+    ) {
+        let all = acks.iter().map(|(id, _)| *id).chain(ids);
+        let fresh = self.fresh_acks(all);
         if fresh.is_empty() {
             // Acked before (durably) or never spooled: nothing to write.
-            self.finish_acks(acks, fresh, Ok(()));
+            self.finish_acks(acks, keeps, fresh, Ok(()));
             return;
         }
         let written = write_acks(
@@ -49,6 +59,7 @@ impl Writer {
             (Ok(()), Some(ledger)) => {
                 self.ack_groups.push_back(AckGroup {
                     acks,
+                    keeps,
                     fresh,
                     generation: ledger.generation,
                     end: ledger.bytes,
@@ -57,10 +68,11 @@ impl Writer {
             }
             (Err(e), _) => {
                 self.ledger_failed(&e);
-                self.finish_acks(acks, fresh, Err(e));
+                self.finish_acks(acks, keeps, fresh, Err(e));
             }
             (Ok(()), None) => {
-                self.finish_acks(acks, fresh, Err(io::Error::other("ledger not open")));
+                let e = io::Error::other("ledger not open");
+                self.finish_acks(acks, keeps, fresh, Err(e));
             }
         }
     }
@@ -99,7 +111,7 @@ impl Writer {
                         .is_some_and(|g| g.generation == generation && g.end <= end)
                     {
                         if let Some(group) = self.ack_groups.pop_front() {
-                            self.finish_acks(group.acks, group.fresh, Ok(()));
+                            self.finish_acks(group.acks, group.keeps, group.fresh, Ok(()));
                         }
                     }
                 }
@@ -117,21 +129,19 @@ impl Writer {
         self.ledger = None;
         while let Some(group) = self.ack_groups.pop_front() {
             let e = io::Error::new(e.kind(), e.to_string());
-            self.finish_acks(group.acks, group.fresh, Err(e));
+            self.finish_acks(group.acks, group.keeps, group.fresh, Err(e));
         }
     }
 
     /// The acked records still live (the others are durably acked already,
     /// or were never spooled).
-    fn fresh_acks(&self, acks: &[(RecordId, Reply<()>)]) -> Vec<RecordId> {
-        acks.iter()
-            .map(|(id, _)| *id)
-            .filter(|id| {
-                self.segments
-                    .get(&id.segment)
-                    .is_some_and(|s| s.live.contains(&id.offset))
-            })
-            .collect()
+    fn fresh_acks(&self, ids: impl Iterator<Item = RecordId>) -> Vec<RecordId> {
+        ids.filter(|id| {
+            self.segments
+                .get(&id.segment)
+                .is_some_and(|s| s.live.contains(&id.offset))
+        })
+        .collect()
     }
 
     /// Answers acks; on success their records leave `live` (which may free
@@ -139,6 +149,7 @@ impl Writer {
     pub(crate) fn finish_acks(
         &mut self,
         acks: Vec<(RecordId, Reply<()>)>,
+        keeps: Vec<Keep>,
         fresh: Vec<RecordId>,
         result: io::Result<()>,
     ) {
@@ -162,6 +173,7 @@ impl Writer {
         for (_, reply) in acks {
             let _ = reply.send(result.clone().map_err(SpoolError::Io));
         }
+        drop(keeps);
     }
 
     fn compact_ledger(&mut self) {
@@ -191,7 +203,7 @@ impl Writer {
         let groups: Vec<AckGroup> = self.ack_groups.drain(..).collect();
         for group in groups {
             let e = io::Error::other("the spool writer stopped");
-            self.finish_acks(group.acks, group.fresh, Err(e));
+            self.finish_acks(group.acks, group.keeps, group.fresh, Err(e));
         }
     }
 }

@@ -9,7 +9,9 @@
 //!   `fdatasync` on a small pool, overlapping the next groups', and
 //!   `pipeline` answers each group, in write order, only after a sync that
 //!   started after its write returned.
-//! - `ledger`: acks, synced before any segment is deleted.
+//! - `ledger`: acks, synced before any segment is deleted; `ack_queue`: the
+//!   acks of [`Spool::ack_soon`], taken by the writer in one go.
+//! - `appending`: an append as a future another task can finish.
 //! - `recovery`: [`Spool::open`], which also builds the [`Feed`].
 //! - `tail` and `feed`: records left on disk (at open, and while memory is
 //!   short) read back in order for delivery, without the writer's files.
@@ -34,11 +36,15 @@
 //!    otherwise it waits on disk for the feeder (so do all later ones until
 //!    the feeder caught up, which keeps the order). `Full` → 429 with
 //!    `Retry-After`, `Io` or `Closed` → 503, `Encode` → 413.
-//! 4. Delivered: [`Spool::ack`]. Failed for good: [`Spool::dead_letter`], then
-//!    `ack`. An ack that fails only means a duplicate after a restart.
+//! 4. Delivered: [`Spool::ack`], or [`Spool::ack_soon`] (not awaited; the
+//!    acks made together go to the ledger as one group). Failed for good:
+//!    [`Spool::dead_letter`], then `ack`. An ack that fails only means a
+//!    duplicate after a restart.
 //! 5. On SIGTERM: [`Spool::close`]; undelivered records stay for the next start.
 
+mod ack_queue;
 mod acks;
+mod appending;
 pub mod dead_letter;
 mod feed;
 mod ledger;
@@ -63,6 +69,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 
+pub use ack_queue::Keep;
+pub use appending::Appending;
 pub use dead_letter::{DeadLetter, DeadLetterReader};
 pub use feed::Feed;
 pub use record::{EncodeError, Record, RecordId};
@@ -210,6 +218,8 @@ pub(crate) enum Command {
         id: RecordId,
         reply: Reply<()>,
     },
+    /// The [`ack_queue::AckQueue`] went from empty to not: take it.
+    AcksQueued,
     DeadLetter {
         line: Vec<u8>,
         reply: Reply<()>,
@@ -234,6 +244,8 @@ pub struct Spool {
     /// Held while one request's appends are queued, so they are contiguous
     /// in the file and all share one decision (delivered now, or on disk).
     queueing: Arc<std::sync::Mutex<()>>,
+    /// Acks of [`Spool::ack_soon`], taken by the writer in one go.
+    acks: Arc<ack_queue::AckQueue>,
     stats: Arc<SpoolStats>,
     max_spool_bytes: u64,
     max_record_bytes: usize,
@@ -283,11 +295,7 @@ impl Spool {
     /// [`Spool::append_for`] for each of `records`, queued back to back (no
     /// other caller's record between them), so they are either all
     /// delivered now or all left to the feeder, and keep their order.
-    pub fn append_all(
-        &self,
-        records: &[Record],
-        memory: bool,
-    ) -> Vec<impl Future<Output = Result<Appended, SpoolError>> + Send + 'static> {
+    pub fn append_all(&self, records: &[Record], memory: bool) -> Vec<Appending> {
         // Encoded before the lock: only the queueing is serialised.
         let frames: Vec<_> = records
             .iter()
@@ -303,7 +311,7 @@ impl Spool {
                 let queued = frame
                     .map_err(SpoolError::from)
                     .and_then(|frame| self.enqueue_frame(frame, memory));
-                async move { queued?.await.unwrap_or(Err(SpoolError::Closed)) }
+                Appending::new(queued)
             })
             .collect()
     }
@@ -347,6 +355,19 @@ impl Spool {
     /// Acking twice, or an id from a deleted segment, is harmless.
     pub fn ack(&self, id: RecordId) -> impl Future<Output = Result<(), SpoolError>> + Send {
         self.request(move |reply| Command::Ack { id, reply })
+    }
+
+    /// Marks a record delivered without awaiting it: acks made at about the
+    /// same time (a delivered batch's) reach the writer as one group, with
+    /// one wake-up and one ledger append. `keep` is dropped once the ack is
+    /// durable or has failed (a failure is logged by the writer and only
+    /// means a duplicate after a restart). [`Spool::close`] finishes the
+    /// acks queued before it.
+    pub fn ack_soon(&self, id: RecordId, keep: Keep) {
+        if self.acks.push(id, keep) && self.tx.send(Command::AcksQueued).is_err() {
+            // Closed: nothing will take them; a duplicate after the next start.
+            drop(self.acks.take());
+        }
     }
 
     /// Appends `record` to `dead-letter.jsonl` (without its credentials) and

@@ -113,6 +113,7 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Feed), OpenError> {
         syncer,
         written: Default::default(),
         ack_groups: Default::default(),
+        ack_queue: Default::default(),
     };
     // Acks of segments already gone are dropped here; the rewrite is synced
     // before any segment is deleted below.
@@ -134,6 +135,7 @@ pub(crate) fn open(options: SpoolOptions) -> Result<(Spool, Feed), OpenError> {
     let spool = Spool {
         tx,
         queueing: Default::default(),
+        acks: Arc::clone(&writer.ack_queue),
         stats,
         max_spool_bytes: writer.options.max_spool_bytes,
         max_record_bytes: writer.options.max_record_bytes,

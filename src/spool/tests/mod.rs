@@ -1,6 +1,7 @@
 //! Unit tests of the spool, on temporary directories, with a [`Faulty`]
 //! storage that injects write and sync failures or holds a sync open.
 
+mod ack_soon;
 mod commit;
 mod crash;
 mod dead_letters;
