@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use aep_standin::Fault;
+use aep_standin::{Fault, StandIn, StandInConfig};
 
-use crate::support::{eventually, message, metric, refused_upstream, TestApp};
+use crate::support::{eventually, message, metric, refused_upstream, test_config, TestApp};
 
 const ASYNC: (&str, &str) = ("prefer", "respond-async");
 /// What holding one message costs the bound at least (`MESSAGE_OVERHEAD`).
@@ -19,13 +19,22 @@ fn spooled_in(dir: &Path) -> impl FnOnce(&mut inletd::Config) + '_ {
     move |c| c.spool_dir = inletd::config::OptionalPath(Some(dir.to_path_buf()))
 }
 
-/// The upstream answers 503 until `standin.reset()` (far more faults than
-/// any test sends batches).
-fn upstream_down(app: &TestApp) {
-    app.standin.push_faults((0..200_000).map(|_| Fault::Status {
-        status: 503,
-        retry_after: None,
-    }));
+/// inletd in front of an upstream that answers 503 until `standin.reset()`
+/// (far more faults than any test sends batches), down before inletd starts:
+/// a backlog replayed at start must not reach it first.
+async fn start_with_upstream_down(tweak: impl FnOnce(&mut inletd::Config)) -> TestApp {
+    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
+        .await
+        .unwrap();
+    standin
+        .handle()
+        .push_faults((0..200_000).map(|_| Fault::Status {
+            status: 503,
+            retry_after: None,
+        }));
+    let mut config = test_config(standin.local_addr());
+    tweak(&mut config);
+    TestApp::start_on(standin, config).await
 }
 
 /// Checks the memory held against `bound` and returns how many messages
@@ -81,7 +90,7 @@ async fn delivered_once_in_order(app: &TestApp, ids: &[String], window: usize) {
 async fn spooled_producers_meet_max_spool_bytes_not_the_memory_bound() {
     const BOUND: u64 = 8_000;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start(|c| {
+    let app = start_with_upstream_down(|c| {
         spooled_in(dir.path())(c);
         c.max_buffered_bytes = BOUND;
         c.max_spool_bytes = 96_000;
@@ -89,7 +98,6 @@ async fn spooled_producers_meet_max_spool_bytes_not_the_memory_bound() {
         c.max_in_flight = 1; // one batch at a time: delivery keeps the order
     })
     .await;
-    upstream_down(&app);
     let mut accepted = Vec::new();
     let mut refused = None;
     let mut waited_on_disk = 0.0f64;
@@ -139,14 +147,13 @@ async fn after_a_restart_the_backlog_streams_and_new_spooled_messages_get_202() 
     }
     app.stop().await;
 
-    let app = TestApp::start(|c| {
+    let app = start_with_upstream_down(|c| {
         spooled_in(dir.path())(c);
         c.max_buffered_bytes = BOUND;
         c.max_batch_bytes = 2_048;
         c.max_in_flight = 1;
     })
     .await;
-    upstream_down(&app);
     let new: Vec<String> = (0..40).map(|i| format!("during-{i:03}")).collect();
     for id in &new {
         let answer = app.post("/collection/c1", message(id, ""), &[ASYNC]).await;
@@ -168,14 +175,13 @@ async fn after_a_restart_the_backlog_streams_and_new_spooled_messages_get_202() 
 async fn sigterm_with_messages_waiting_on_disk_leaves_them_for_the_next_start() {
     const BOUND: u64 = 4_096;
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::start(|c| {
+    let app = start_with_upstream_down(|c| {
         spooled_in(dir.path())(c);
         c.max_buffered_bytes = BOUND;
         c.max_batch_bytes = 2_048;
         c.shutdown_grace = crate::support::ms(200);
     })
     .await;
-    upstream_down(&app);
     let ids: Vec<String> = (0..60).map(|i| format!("stop-{i:02}")).collect();
     for id in &ids {
         let answer = app.post("/collection/c1", message(id, ""), &[ASYNC]).await;
