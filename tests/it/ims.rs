@@ -197,8 +197,8 @@ async fn a_token_that_keeps_being_refused_gives_401_without_a_storm() {
     assert_eq!(app.standin.requests().len(), 2 + 5);
 }
 
-#[tokio::test]
-async fn ims_down_at_start_gives_503_saying_why_then_recovers_by_itself() {
+/// A stand-in whose token endpoint answers 503 until `fail_next(0, 503)`.
+async fn standin_with_ims_down() -> StandIn {
     let standin = StandIn::bind(
         "127.0.0.1:0".parse().unwrap(),
         ims_standin(Duration::from_secs(86_399)),
@@ -206,6 +206,12 @@ async fn ims_down_at_start_gives_503_saying_why_then_recovers_by_itself() {
     .await
     .unwrap();
     standin.handle().ims().fail_next(usize::MAX, 503);
+    standin
+}
+
+#[tokio::test]
+async fn ims_down_at_start_gives_503_saying_why_then_recovers_by_itself() {
+    let standin = standin_with_ims_down().await;
     let mut config = test_config(standin.local_addr());
     with_ims(&mut config, SECRET);
     let app = TestApp::start_on(standin, config).await;
@@ -352,13 +358,7 @@ async fn a_forwarded_request_without_authorization_goes_with_the_token() {
 #[tokio::test]
 async fn spooled_managed_messages_wait_out_an_ims_outage() {
     let dir = tempfile::tempdir().unwrap();
-    let standin = StandIn::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        ims_standin(Duration::from_secs(86_399)),
-    )
-    .await
-    .unwrap();
-    standin.handle().ims().fail_next(usize::MAX, 503);
+    let standin = standin_with_ims_down().await;
     let mut config = test_config(standin.local_addr());
     with_ims(&mut config, SECRET);
     config.spool_dir = inletd::config::OptionalPath(Some(dir.path().to_path_buf()));
