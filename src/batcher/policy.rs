@@ -158,7 +158,8 @@ impl Pacing {
     /// not drift down).
     ///
     /// Not at `max_in_flight`, nor before a round trip and a spacing are
-    /// known, nor for a key getting less than half a message per gap, nor for a key whose batches, at `FILL` times their size, reach
+    /// known, nor for a key getting less than half a message per gap, nor
+    /// for a key whose batches, at `FILL` times their size, reach
     /// [`BUSY`]`[1]`: near the CPU-bound end fewer, fuller requests matter more
     /// than a millisecond, and sending early there would keep a key's batches
     /// below `BUSY[1]` for good (paced over twice the slots, a gap's worth is
