@@ -83,7 +83,7 @@ pub async fn forward(
         Forwarded::NoToken { status, message } => Err(Error::Upstream {
             status,
             message,
-            retry_after: None,
+            retry_after: crate::upstream::no_token_retry_after(status),
         }),
         Forwarded::NotConfirmed(reason) => Err(Error::Upstream {
             status: 502,

@@ -15,6 +15,8 @@
 //! once more, the same one back means no refresh is allowed yet and the 401
 //! stands, so a token that keeps being refused causes no storm.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
@@ -52,6 +54,14 @@ pub enum Exchange {
     /// `status` (401/403 for refused credentials, else 503) and a message
     /// saying why, fit for the producers (never a secret or a token).
     NoToken { status: u16, message: String },
+}
+
+/// When a producer told "no token" (503: IMS unavailable) may try again: the
+/// token provider retries IMS on its own with back-off, and a retry sooner
+/// than a few seconds would get the same answer. Refused credentials (401,
+/// 403) need a person, so no hint is given for them.
+pub fn no_token_retry_after(status: u16) -> Option<Duration> {
+    (status == 503).then_some(Duration::from_secs(5))
 }
 
 /// The producers' status when no token could be had.

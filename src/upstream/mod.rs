@@ -42,7 +42,7 @@ use crate::ims::{Timing, TokenProvider};
 use crate::metrics::Metrics;
 use crate::StartError;
 pub use envelope::Envelope;
-pub use exchange::{AnswerBody, Exchange, Silence};
+pub use exchange::{no_token_retry_after, AnswerBody, Exchange, Silence};
 pub use patience::Patience;
 pub use retry::RetryPolicy;
 

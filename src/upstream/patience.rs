@@ -107,7 +107,12 @@ impl<T: Transport> Courier<'_, T> {
         let (spooled, waiting) = partition(part.messages);
         if !waiting.is_empty() {
             tracing::warn!(key = ?self.key, status, messages = waiting.len(), "no IMS token: the producers are told why");
-            fail_all(waiting, &Outcome::failed(status, message.clone()));
+            let outcome = Outcome::Failed {
+                status,
+                message: message.clone(),
+                retry_after: super::exchange::no_token_retry_after(status),
+            };
+            fail_all(waiting, &outcome);
         }
         if spooled.is_empty() {
             return Vec::new();

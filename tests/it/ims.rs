@@ -220,6 +220,7 @@ async fn ims_down_at_start_gives_503_saying_why_then_recovers_by_itself() {
     assert_eq!(status, 503, "{reason}");
     let answer = app.send("c", message("m1", "")).await;
     assert_eq!(answer.status, 503, "{}", answer.text);
+    assert_eq!(answer.headers["retry-after"], "5", "{:?}", answer.headers);
     let text = answer.body["message"].as_str().unwrap_or_default();
     assert!(text.contains("could not be obtained"), "{text}");
     assert!(text.contains("unavailable"), "{text}");
