@@ -25,7 +25,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::support::message;
+use crate::support::{free_port, message};
 
 /// Large enough that the bound (1.5 x this + 20 MB) is not mostly the debug
 /// binary's own ~19 MB baseline: at 2 MB a run peaked 1.6 MB under it, too close
@@ -47,13 +47,7 @@ struct Inletd {
 
 impl Inletd {
     fn start(upstream: SocketAddr) -> Inletd {
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free port")
-        };
-        let (listen, admin) = (port(), port());
+        let (listen, admin) = (free_port(), free_port());
         let mut child = Command::new(env!("CARGO_BIN_EXE_inletd"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

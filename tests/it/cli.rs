@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use aep_standin::{StandIn, StandInConfig};
 use inletd::config::KEYS;
 
-use crate::support::message;
+use crate::support::{free_port, message};
 
 pub fn inletd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_inletd"));
@@ -36,13 +36,7 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(mut command: Command, args: &[&str]) -> Daemon {
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .unwrap()
-        };
-        let (listen, admin) = (port(), port());
+        let (listen, admin) = (free_port(), free_port());
         let mut child = command
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{listen}")])

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aep_standin::{Fault, StandInConfig};
 
-use crate::support::{message, send_all, TestApp};
+use crate::support::{message, refused_upstream, send_all, TestApp};
 
 fn poison(id: &str) -> String {
     message(id, r#","standin":{"poison":true}"#)
@@ -176,11 +176,9 @@ async fn retry_after_past_the_deadline_gives_up() {
 
 #[tokio::test]
 async fn unreachable_upstream_is_a_502_with_a_reason() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let dead = refused_upstream();
     let app = TestApp::start(|c| {
-        c.upstream = format!("http://127.0.0.1:{port}").parse().unwrap();
+        c.upstream = dead.url.parse().unwrap();
         c.max_retries = 1;
     })
     .await;

@@ -12,7 +12,9 @@ use inletd::config::ImsCredentials;
 use inletd::ims::ImsConfig;
 use inletd::Config;
 
-use crate::support::{eventually, message, metric, send_all, test_config, TestApp};
+use crate::support::{
+    eventually, message, metric, send_all, spooled_in, test_config, TestApp, ASYNC,
+};
 
 pub const CLIENT: &str = "inletd-client";
 /// Every character that breaks a form body written by hand.
@@ -362,12 +364,11 @@ async fn spooled_managed_messages_wait_out_an_ims_outage() {
     let standin = standin_with_ims_down().await;
     let mut config = test_config(standin.local_addr());
     with_ims(&mut config, SECRET);
-    config.spool_dir = inletd::config::OptionalPath(Some(dir.path().to_path_buf()));
+    spooled_in(dir.path())(&mut config);
     let app = TestApp::start_on(standin, config).await;
 
-    let async_ = [("prefer", "respond-async")];
     let answer = app
-        .post("/collection/c", message("outage-1", ""), &async_)
+        .post("/collection/c", message("outage-1", ""), &[ASYNC])
         .await;
     assert_eq!(answer.status, 202, "{}", answer.text);
     assert_eq!(answer.body["durable"], true);

@@ -11,7 +11,7 @@ use aep_standin::{StandIn, StandInHandle};
 
 use crate::cli::{inletd, run};
 use crate::ims::{ims_standin, CLIENT, ORG, SECRET};
-use crate::support::{eventually, message, post};
+use crate::support::{eventually, free_port, message, post};
 
 /// The secret as a form body carries it: must not show either.
 fn encoded_secret() -> String {
@@ -51,13 +51,7 @@ struct Running {
 
 impl Running {
     async fn start(mut command: Command, log: &Path) -> Running {
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .unwrap()
-        };
-        let (listen, admin) = (port(), port());
+        let (listen, admin) = (free_port(), free_port());
         let child = command
             .args(["--listen", &format!("127.0.0.1:{listen}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::support::{eventually, message, TestApp};
+use crate::support::{eventually, free_port, message, TestApp};
 
 /// Every `inletd_*` and `process_*` name in the dashboard and alert rules,
 /// histogram suffixes removed.
@@ -196,11 +196,7 @@ async fn a_real_prometheus_reads_the_right_values() {
         return;
     }
     let app = Arc::new(TestApp::start(|c| c.max_batch_messages = 10).await);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _prometheus = start_prometheus(app.admin, port);
     let tasks: Vec<_> = (0..40)
         .map(|i| {

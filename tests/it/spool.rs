@@ -13,13 +13,10 @@ use aep_standin::{Fault, StandInConfig};
 use inletd::spool::{FileKind, Storage};
 use serde_json::json;
 
-use crate::support::{eventually, message, metric, refused_upstream, TestApp};
-
-const ASYNC: (&str, &str) = ("prefer", "respond-async");
-
-fn spooled_in(dir: &Path) -> impl FnOnce(&mut inletd::Config) + '_ {
-    move |c| c.spool_dir = inletd::config::OptionalPath(Some(dir.to_path_buf()))
-}
+use crate::support::{
+    eventually, message, metric, refused_upstream, spool_backlog, spooled_in, Answer, TestApp,
+    ASYNC,
+};
 
 async fn delivered(app: &TestApp, ids: &[String]) {
     eventually("every accepted message delivered", || async {
@@ -309,30 +306,47 @@ impl Storage for HeldSync {
     }
 }
 
+impl HeldSync {
+    /// inletd spooling in `dir` on this storage, armed: every segment sync
+    /// from now on is held until [`HeldSync::open`].
+    async fn start(dir: &Path) -> (Arc<TestApp>, Arc<HeldSync>) {
+        let gate = Arc::new(HeldSync::default());
+        let storage = gate.clone();
+        let app = TestApp::start_adjusted(StandInConfig::default(), spooled_in(dir), |app| {
+            app.with_spool_storage(storage)
+        })
+        .await;
+        gate.armed.store(true, Ordering::SeqCst);
+        (Arc::new(app), gate)
+    }
+
+    async fn until_held(&self) {
+        eventually("a segment sync is under way", || async {
+            *self.held.lock().unwrap() > 0
+        })
+        .await;
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.changed.notify_all();
+    }
+}
+
+/// Sends message `id` fire-and-forget from its own task.
+fn send_async(app: &Arc<TestApp>, id: &str) -> tokio::task::JoinHandle<Answer> {
+    let (sender, body) = (app.clone(), message(id, ""));
+    tokio::spawn(async move { sender.post("/collection/c1", body, &[ASYNC]).await })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_202_before_the_sync_covering_the_message_returned() {
     let dir = tempfile::tempdir().unwrap();
-    let gate = Arc::new(HeldSync::default());
-    let storage = gate.clone();
-    let app = TestApp::start_adjusted(StandInConfig::default(), spooled_in(dir.path()), |app| {
-        app.with_spool_storage(storage)
-    })
-    .await;
-    gate.armed.store(true, Ordering::SeqCst);
-    let app = Arc::new(app);
-    let sender = app.clone();
-    let answer = tokio::spawn(async move {
-        sender
-            .post("/collection/c1", message("synced-1", ""), &[ASYNC])
-            .await
-    });
-    eventually("the sync covering the message is under way", || async {
-        *gate.held.lock().unwrap() > 0
-    })
-    .await;
+    let (app, gate) = HeldSync::start(dir.path()).await;
+    let answer = send_async(&app, "synced-1");
+    gate.until_held().await;
     assert!(!answer.is_finished(), "answered before its sync returned");
-    *gate.open.lock().unwrap() = true;
-    gate.changed.notify_all();
+    gate.open();
     let answer = answer.await.unwrap();
     assert_eq!(answer.status, 202, "{}", answer.text);
     delivered(&app, &["synced-1".into()]).await;
@@ -341,29 +355,13 @@ async fn no_202_before_the_sync_covering_the_message_returned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_hanging_up_during_the_sync_strands_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let gate = Arc::new(HeldSync::default());
-    let storage = gate.clone();
-    let app = TestApp::start_adjusted(StandInConfig::default(), spooled_in(dir.path()), |app| {
-        app.with_spool_storage(storage)
-    })
-    .await;
-    gate.armed.store(true, Ordering::SeqCst);
-    let app = Arc::new(app);
-    let sender = app.clone();
-    let request = tokio::spawn(async move {
-        sender
-            .post("/collection/c1", message("hung-up", ""), &[ASYNC])
-            .await
-    });
-    eventually("the sync is under way", || async {
-        *gate.held.lock().unwrap() > 0
-    })
-    .await;
+    let (app, gate) = HeldSync::start(dir.path()).await;
+    let request = send_async(&app, "hung-up");
+    gate.until_held().await;
     // The producer goes away (its connection closes) while the sync runs.
     request.abort();
     let _ = request.await;
-    *gate.open.lock().unwrap() = true;
-    gate.changed.notify_all();
+    gate.open();
     // Written, so it must be delivered now, not only after a restart.
     delivered(&app, &["hung-up".into()]).await;
     app.wait_for_metric("inletd_spool_messages", 0.0).await;
@@ -375,7 +373,7 @@ async fn sigterm_leaves_undelivered_spooled_messages_for_the_next_start() {
     let dead = refused_upstream();
     let app = TestApp::start(|c| {
         spooled_in(dir.path())(c);
-        c.upstream = dead.parse().unwrap();
+        c.upstream = dead.url.parse().unwrap();
     })
     .await;
     let ids: Vec<String> = (0..5).map(|i| format!("term-{i}")).collect();
@@ -415,18 +413,8 @@ async fn sigterm_leaves_undelivered_spooled_messages_for_the_next_start() {
 async fn replay_stays_inside_the_memory_bound() {
     const BOUND: u64 = 4096;
     let dir = tempfile::tempdir().unwrap();
-    let dead = refused_upstream();
-    let app = TestApp::start(|c| {
-        spooled_in(dir.path())(c);
-        c.upstream = dead.parse().unwrap();
-    })
-    .await;
     let ids: Vec<String> = (0..40).map(|i| format!("replay-{i}")).collect();
-    for id in &ids {
-        let answer = app.post("/collection/c1", message(id, ""), &[ASYNC]).await;
-        assert_eq!(answer.status, 202, "{}", answer.text);
-    }
-    app.stop().await;
+    spool_backlog(dir.path(), &ids).await;
 
     let app = TestApp::start(|c| {
         spooled_in(dir.path())(c);

@@ -174,7 +174,8 @@ async fn kill_9_under_load_loses_no_accepted_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_the_upstream_down_delivers_each_once_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = start(dir.path(), &refused_upstream());
+    let dead = refused_upstream();
+    let daemon = start(dir.path(), &dead.url);
     let client = client();
     let url = daemon.url("/collection/down");
     let ids: Vec<String> = (0..30).map(|i| format!("down-{i}")).collect();
@@ -216,7 +217,8 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_segments_are_skipped_counted_and_the_rest_delivered() {
     let dir = tempfile::tempdir().unwrap();
-    let daemon = start(dir.path(), &refused_upstream());
+    let dead = refused_upstream();
+    let daemon = start(dir.path(), &dead.url);
     let client = client();
     let url = daemon.url("/collection/damage");
     let ids: Vec<String> = (0..40).map(|i| format!("dmg-{i:02}")).collect();

@@ -5,19 +5,14 @@
 //! messages get 202 while the backlog streams from disk. When the upstream
 //! comes back, everything is delivered once, in order.
 
-use std::path::Path;
-
 use aep_standin::{Fault, StandIn, StandInConfig};
 
-use crate::support::{eventually, message, metric, refused_upstream, test_config, TestApp};
+use crate::support::{
+    eventually, message, metric, spool_backlog, spooled_in, test_config, TestApp, ASYNC,
+};
 
-const ASYNC: (&str, &str) = ("prefer", "respond-async");
 /// What holding one message costs the bound at least (`MESSAGE_OVERHEAD`).
 const OVERHEAD: f64 = 512.0;
-
-fn spooled_in(dir: &Path) -> impl FnOnce(&mut inletd::Config) + '_ {
-    move |c| c.spool_dir = inletd::config::OptionalPath(Some(dir.to_path_buf()))
-}
 
 /// inletd in front of an upstream that answers 503 until `standin.reset()`
 /// (far more faults than any test sends batches), down before inletd starts:
@@ -134,18 +129,8 @@ async fn spooled_producers_meet_max_spool_bytes_not_the_memory_bound() {
 async fn after_a_restart_the_backlog_streams_and_new_spooled_messages_get_202() {
     const BOUND: u64 = 4_096;
     let dir = tempfile::tempdir().unwrap();
-    let dead = refused_upstream();
-    let app = TestApp::start(|c| {
-        spooled_in(dir.path())(c);
-        c.upstream = dead.parse().unwrap();
-    })
-    .await;
     let old: Vec<String> = (0..120).map(|i| format!("backlog-{i:03}")).collect();
-    for id in &old {
-        let answer = app.post("/collection/c1", message(id, ""), &[ASYNC]).await;
-        assert_eq!(answer.status, 202, "{}", answer.text);
-    }
-    app.stop().await;
+    spool_backlog(dir.path(), &old).await;
 
     let app = start_with_upstream_down(|c| {
         spooled_in(dir.path())(c);

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use aep_standin::{StandIn, StandInConfig, StandInHandle};
@@ -34,12 +35,57 @@ pub fn test_config(upstream: SocketAddr) -> Config {
     c
 }
 
-/// An upstream URL where nothing listens: every send is refused.
-pub fn refused_upstream() -> String {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    url
+/// A 127.0.0.1 port free a moment ago, for a process started next.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An upstream where nothing listens: every send is refused. The port is
+/// held (bound, never listening) for as long as this lives, so no other
+/// test's server can be given it meanwhile and receive these sends (a port
+/// freed at once was, under a full parallel run).
+pub struct RefusedUpstream {
+    pub url: String,
+    _held: socket2::Socket,
+}
+
+pub fn refused_upstream() -> RefusedUpstream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any_port.into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    RefusedUpstream {
+        url: format!("http://{addr}"),
+        _held: socket,
+    }
+}
+
+/// The header that makes a producer request fire-and-forget.
+pub const ASYNC: (&str, &str) = ("prefer", "respond-async");
+
+/// A config tweak that spools in `dir`.
+pub fn spooled_in(dir: &Path) -> impl FnOnce(&mut Config) + '_ {
+    move |c| c.spool_dir = inletd::config::OptionalPath(Some(dir.to_path_buf()))
+}
+
+/// Leaves `ids` on disk in `dir` for the next start: inletd spools them
+/// (each got its 202) while its upstream refuses every send, then stops.
+pub async fn spool_backlog(dir: &Path, ids: &[String]) {
+    let dead = refused_upstream();
+    let app = TestApp::start(|c| {
+        spooled_in(dir)(c);
+        c.upstream = dead.url.parse().unwrap();
+    })
+    .await;
+    for id in ids {
+        let answer = app.post("/collection/c1", message(id, ""), &[ASYNC]).await;
+        assert_eq!(answer.status, 202, "{}", answer.text);
+    }
+    app.stop().await;
 }
 
 pub fn ms(n: u64) -> HumanDuration {
