@@ -4,10 +4,10 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use aep_standin::{StandIn, StandInConfig};
+use aep_standin::StandInConfig;
 use inletd::config::KEYS;
 
-use crate::support::{free_port, message};
+use crate::support::{background_standin, free_port, message};
 
 pub fn inletd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_inletd"));
@@ -204,16 +204,11 @@ fn check_config_warns_about_unsafe_combinations_and_unknown_variables() {
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
-    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
-        .await
-        .unwrap();
-    let upstream = format!("http://{}", standin.local_addr());
-    let handle = standin.handle();
+    let (upstream, handle) = background_standin(StandInConfig::default()).await;
     // A message with nothing in flight leaves at once (flush reason idle), whatever
     // the linger: the delay keeps it unanswered until SIGTERM, so the wait below
     // cannot miss it.
     handle.push_faults([aep_standin::Fault::Delay { ms: 1_000 }]);
-    tokio::spawn(standin.run(std::future::pending()));
     let mut daemon = Daemon::start(
         inletd(),
         &[
@@ -345,12 +340,8 @@ fn send_signal(daemon: &Daemon, signal: &str) {
 
 #[tokio::test]
 async fn an_incomplete_drain_exits_three() {
-    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
-        .await
-        .unwrap();
-    let upstream = format!("http://{}", standin.local_addr());
-    standin.handle().push_faults([aep_standin::Fault::Hang]);
-    tokio::spawn(standin.run(std::future::pending()));
+    let (upstream, handle) = background_standin(StandInConfig::default()).await;
+    handle.push_faults([aep_standin::Fault::Hang]);
     let mut daemon = Daemon::start(
         inletd(),
         &[
@@ -422,11 +413,7 @@ fn wait_for_log(log: &std::sync::mpsc::Receiver<String>, text: &str) -> String {
 
 #[tokio::test]
 async fn sighup_reloads_the_log_level_and_keeps_serving() {
-    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
-        .await
-        .unwrap();
-    let upstream = format!("http://{}", standin.local_addr());
-    tokio::spawn(standin.run(std::future::pending()));
+    let (upstream, _) = background_standin(StandInConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("inletd.toml");
     std::fs::write(&file, "log_level = \"info\"\nlinger = \"1ms\"\n").unwrap();

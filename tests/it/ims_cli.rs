@@ -7,28 +7,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use aep_standin::{StandIn, StandInHandle};
-
 use crate::cli::{inletd, run};
 use crate::ims::{ims_standin, CLIENT, ORG, SECRET};
-use crate::support::{eventually, free_port, message, post};
+use crate::support::{background_standin, eventually, free_port, message, post};
 
 /// The secret as a form body carries it: must not show either.
 fn encoded_secret() -> String {
     serde_urlencoded::to_string([("s", SECRET)]).unwrap()[2..].to_owned()
-}
-
-async fn standin() -> (String, StandInHandle) {
-    let standin = StandIn::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        ims_standin(Duration::from_secs(86_399)),
-    )
-    .await
-    .unwrap();
-    let handle = standin.handle();
-    let upstream = format!("http://{}", standin.local_addr());
-    tokio::spawn(standin.run(std::future::pending()));
-    (upstream, handle)
 }
 
 /// `inletd` with the IMS keys for the stand-in at `upstream` (no secret).
@@ -89,7 +74,7 @@ impl Drop for Running {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_secret_and_the_tokens_appear_in_no_log_metric_or_output() {
-    let (upstream, standin) = standin().await;
+    let (upstream, standin) = background_standin(ims_standin(Duration::from_secs(86_399))).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("inletd.log");
     let mut command = with_ims_keys(&upstream);
@@ -141,7 +126,7 @@ async fn the_secret_and_the_tokens_appear_in_no_log_metric_or_output() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_secret_may_come_from_a_file() {
-    let (upstream, standin) = standin().await;
+    let (upstream, standin) = background_standin(ims_standin(Duration::from_secs(86_399))).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("client-secret");
     std::fs::write(&file, format!("{SECRET}\n")).unwrap();

@@ -2,20 +2,11 @@
 //! JSON, and a line naming the producer's connection id for each answer that
 //! is not a success (the runbook's "find the producer in inletd's logs").
 
-use aep_standin::{StandIn, StandInConfig};
+use aep_standin::StandInConfig;
 use serde_json::Value;
 
 use crate::cli::{inletd, Daemon};
-use crate::support::{message, post};
-
-async fn standin() -> String {
-    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
-        .await
-        .unwrap();
-    let upstream = format!("http://{}", standin.local_addr());
-    tokio::spawn(standin.run(std::future::pending()));
-    upstream
-}
+use crate::support::{background_standin, message, post};
 
 fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
@@ -23,7 +14,7 @@ fn json(line: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_400_and_a_per_message_4xx_are_logged_as_flat_json_naming_the_producer() {
-    let upstream = standin().await;
+    let upstream = background_standin(StandInConfig::default()).await.0;
     let mut daemon = Daemon::start(inletd(), &["--upstream", &upstream, "--log-format", "json"]);
     let client = reqwest::Client::new();
 
@@ -84,7 +75,7 @@ async fn a_400_and_a_per_message_4xx_are_logged_as_flat_json_naming_the_producer
 
 #[tokio::test(flavor = "multi_thread")]
 async fn text_logs_off_a_terminal_carry_no_colour_codes() {
-    let upstream = standin().await;
+    let upstream = background_standin(StandInConfig::default()).await.0;
     let mut daemon = Daemon::start(inletd(), &["--upstream", &upstream]);
     let client = reqwest::Client::new();
     let a = post(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::support::{eventually, free_port, message, TestApp};
+use crate::support::{background_standin, eventually, free_port, message, TestApp};
 
 /// Every `inletd_*` and `process_*` name in the dashboard and alert rules,
 /// histogram suffixes removed.
@@ -87,15 +87,11 @@ async fn every_metric_in_alerts_and_dashboard_exists() {
 /// one fire-and-forget message (so the sync histogram has a sample).
 #[tokio::test(flavor = "multi_thread")]
 async fn every_spool_metric_in_alerts_and_dashboard_exists() {
-    use aep_standin::{StandIn, StandInConfig};
+    use aep_standin::StandInConfig;
 
     use crate::cli::{inletd, Daemon};
 
-    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
-        .await
-        .unwrap();
-    let upstream = format!("http://{}", standin.local_addr());
-    tokio::spawn(standin.run(std::future::pending()));
+    let (upstream, _) = background_standin(StandInConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
     let mut command = inletd();

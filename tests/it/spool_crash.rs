@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aep_standin::{StandIn, StandInConfig, StandInHandle};
+use aep_standin::StandInConfig;
 
 use crate::cli::{inletd, Daemon};
-use crate::support::{message, metric, refused_upstream};
+use crate::support::{background_standin, message, metric, refused_upstream};
 
 const MAX_BATCH_MESSAGES: usize = 20;
 const MAX_IN_FLIGHT: usize = 4;
@@ -46,16 +46,6 @@ fn start(dir: &Path, upstream: &str) -> Daemon {
 fn kill_9(mut daemon: Daemon) {
     daemon.child.kill().expect("SIGKILL");
     daemon.child.wait().expect("reaped");
-}
-
-async fn standin() -> (String, StandInHandle) {
-    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), StandInConfig::default())
-        .await
-        .unwrap();
-    let url = format!("http://{}", standin.local_addr());
-    let handle = standin.handle();
-    tokio::spawn(standin.run(std::future::pending()));
-    (url, handle)
 }
 
 fn client() -> reqwest::Client {
@@ -105,7 +95,7 @@ async fn kill_9_under_load_loses_no_accepted_message() {
     const CYCLES: usize = 10;
     const PRODUCERS: usize = 8;
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, standin) = standin().await;
+    let (upstream, standin) = background_standin(StandInConfig::default()).await;
     let target: Arc<Mutex<Option<String>>> = Arc::default();
     let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = tokio_util::sync::CancellationToken::new();
@@ -183,7 +173,7 @@ async fn kill_9_with_the_upstream_down_delivers_each_once_after_restart() {
         assert!(fire(&client, &url, id).await, "{id} accepted");
     }
     kill_9(daemon);
-    let (upstream, standin) = standin().await;
+    let (upstream, standin) = background_standin(StandInConfig::default()).await;
     let daemon = start(dir.path(), &upstream);
     within_minutes("every message delivered after the restart", || {
         missing(&standin.deliveries_by_id(), &ids).is_empty()
@@ -234,7 +224,7 @@ async fn damaged_segments_are_skipped_counted_and_the_rest_delivered() {
     bytes.truncate(bytes.len() - 7);
     std::fs::write(&segment, &bytes).unwrap();
 
-    let (upstream, standin) = standin().await;
+    let (upstream, standin) = background_standin(StandInConfig::default()).await;
     let daemon = start(dir.path(), &upstream);
     within_minutes("the intact messages delivered", || {
         missing(&standin.deliveries_by_id(), &ids).len() <= 2

@@ -35,6 +35,18 @@ pub fn test_config(upstream: SocketAddr) -> Config {
     c
 }
 
+/// A stand-in serving in the background (for an inletd child process):
+/// its base URL and the handle that steers and reads it.
+pub async fn background_standin(config: StandInConfig) -> (String, StandInHandle) {
+    let standin = StandIn::bind("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .expect("stand-in binds");
+    let url = format!("http://{}", standin.local_addr());
+    let handle = standin.handle();
+    tokio::spawn(standin.run(std::future::pending()));
+    (url, handle)
+}
+
 /// A 127.0.0.1 port free a moment ago, for a process started next.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
