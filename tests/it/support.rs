@@ -35,6 +35,20 @@ pub fn test_config(upstream: SocketAddr) -> Config {
     c
 }
 
+/// Stops `app` as SIGTERM does, with spooled messages undelivered: the drain
+/// is complete all the same and nothing is dead-lettered for stopping.
+pub async fn stop_keeping_the_spool(app: TestApp, dir: &Path) {
+    let report = app.stop().await;
+    assert!(
+        report.complete,
+        "spooled messages left on disk are not an incomplete drain"
+    );
+    assert!(
+        !dir.join("dead-letter.jsonl").exists(),
+        "nothing dead-lettered by stopping"
+    );
+}
+
 /// A stand-in serving in the background (for an inletd child process):
 /// its base URL and the handle that steers and reads it.
 pub async fn background_standin(config: StandInConfig) -> (String, StandInHandle) {
